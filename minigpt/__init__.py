@@ -1,0 +1,32 @@
+"""minigpt: a compact, readable GPT-2 that returns its residual stream, with the logit lens.
+
+>>> import minigpt
+>>> model = minigpt.GPT.from_pretrained("gpt2")
+>>> tok = minigpt.load_tokenizer("gpt2")
+>>> lens = minigpt.logit_lens(model, "The dog", tokenizer=tok)
+"""
+
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    HubError,
+    InputError,
+    LensError,
+    MinigptError,
+    ModelNameError,
+    PickleCheckpointError,
+    TokenizerError,
+)
+from .generate import generate
+from .lens import DECODERS, LensResult, ResidualParts, logit_lens, residual_parts
+from .load import download, load_model
+from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
+from .tokenizer import load_tokenizer
+
+__version__ = "0.1.0"
+__all__ = [
+    "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
+    "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
+    "HubError", "TokenizerError", "InputError", "LensError",
+]  # fmt: skip

@@ -1,0 +1,60 @@
+"""Sampling from a GPT with a key-value cache: greedy, temperature and top-k."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+from .model import GPT, KVCache
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    ids: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Continue `ids` ((T,) or (B, T)) by `max_new_tokens` tokens; return the prompt followed by them.
+
+    temperature=0 is greedy decoding. top_k keeps only the k likeliest tokens before sampling.
+    `generator` seeds the sampling (on the model's device). The prompt is read once; each
+    later step feeds the model one new token and reuses the cached keys and values.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise InputError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise InputError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
+        raise InputError(f"top_k must be between 1 and the vocabulary size {model.config.vocab_size}, got {top_k}")
+    squeeze = ids.dim() == 1
+    idx = ids.unsqueeze(0) if squeeze else ids
+    idx = idx.to(model.device)
+    model.check_ids(idx)
+    limit = model.config.n_positions
+    if idx.shape[1] + max_new_tokens > limit:
+        raise InputError(
+            f"a prompt of {idx.shape[1]} tokens plus {max_new_tokens} new ones exceeds the context of {limit} "
+            f"positions; shorten the prompt or ask for at most {limit - idx.shape[1]} new tokens"
+        )
+    cache = KVCache(model.config.n_layer)
+    step = idx  # (B, T) the prompt first, then (B, 1) one new token at a time
+    out = [idx]
+    for _ in range(max_new_tokens):
+        logits = model(step, cache).logits[:, -1, :].float()  # (B, V): the next-token logits
+        if temperature == 0:
+            step = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): the k-th largest logit
+                logits = logits.masked_fill(logits < kth, float("-inf"))  # (B, V)
+            probs = torch.softmax(logits, dim=-1)  # (B, V)
+            step = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        out.append(step)
+    result = torch.cat(out, dim=1)  # (B, T + max_new_tokens)
+    return result[0] if squeeze else result

@@ -1,0 +1,454 @@
+"""The logit lens: decode the residual stream after every block into next-token predictions.
+
+GPT-2 predicts with `softmax(ln_f(h_L) @ W_E^T)`. The lens applies the same decoder to
+the stream `h_l` after any block l, giving a distribution over the vocabulary for every
+row (layer) and position. `logit_lens` computes the statistics the logit-lens post plots,
+streaming one row and one chunk of positions at a time, so its extra memory is about
+`8 * chunk_size * V` floats, never `rows * T * V` (unless `keep_logits=True`).
+
+Two reference distributions, both decoded with the full `ln_f` whatever the decoder:
+  - final: the model's own output distribution (the last block's row);
+  - input: the `embed` row, h_0 = wte + wpe (the post's "compare to the inputs" addendum).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import tiktoken
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import InputError, LensError
+from .model import GPT
+from .tokenizer import token_text
+
+DECODERS = ("ln_f", "ln_f_no_bias", "norm_only", "last_blocks")
+DECODER_DOC = {
+    "ln_f": "ln_f (the model's own decoder)",
+    "ln_f_no_bias": "ln_f without its bias β",
+    "norm_only": "normalisation only (no γ, no β)",
+    "last_blocks": "the last {k} block(s), then ln_f",
+}
+
+
+# ----------------------------------------------------------------------------
+# The residual stream and its parts
+
+
+class ResidualParts(NamedTuple):
+    """What each block reads and writes, per block: every field is (L, B, T, C).
+
+    resid_post = resid_pre + attn_out + mlp_out, and resid_mid = resid_pre + attn_out.
+    """
+
+    resid_pre: Tensor
+    attn_out: Tensor
+    resid_mid: Tensor
+    mlp_out: Tensor
+    resid_post: Tensor
+
+
+@torch.inference_mode()
+def residual_parts(model: GPT, idx: Tensor) -> ResidualParts:
+    """Run `model` on idx (B, T), keeping what attention and the MLP of each block add to the stream."""
+    model.check_ids(idx)
+    pos = torch.arange(idx.shape[1], device=idx.device)
+    x = model.wte(idx) + model.wpe(pos)  # (B, T, C)
+    parts: list[list[Tensor]] = [[], [], [], [], []]
+    for block in model.h:  # the two lines of Block.forward, with their terms kept apart
+        attn_out = block.attn(block.ln_1(x))  # (B, T, C)
+        mid = x + attn_out  # (B, T, C)
+        mlp_out = block.mlp(block.ln_2(mid))  # (B, T, C)
+        for store, t in zip(parts, (x, attn_out, mid, mlp_out, mid + mlp_out)):
+            store.append(t)
+        x = mid + mlp_out
+    return ResidualParts(*(torch.stack(p) for p in parts))
+
+
+# ----------------------------------------------------------------------------
+# The result
+
+
+@dataclass
+class LensResult:
+    """The logit lens over R rows and T positions. All arrays are numpy; all logs are natural (nats).
+
+    Rows (`labels`, bottom to top): optionally "prior" (β @ W_E^T, the same at every position),
+    "embed" (h_0), then per block l optionally "h.l.resid_mid" (after attention, before the MLP)
+    and "h.l" (the block's output). The last row is the last block; with the default decoder
+    it decodes to exactly the model's logits.
+
+    Per position t: `token_ids[t]` is the input token, `next_ids[t]` the true next token
+    (-1 at the last position), `final_ids[t]` the model's top-1 prediction.
+
+    Fields of shape (R, T, k): `top_ids` (int64), `top_logits`, `top_probs` (float32), best first.
+    Fields of shape (R, T), one triple per target, target ∈ {final, next, input}:
+      `logit_<target>`, `prob_<target>` (float32) and `rank_<target>` (int64, 1 + the number of
+      tokens with a strictly greater logit) of the target token in the row's distribution.
+      The "next" triple is NaN / -1 at the last position, which has no next token.
+    Divergences (R, T) float32, p_row being the row's distribution:
+      `kl_final` = KL(p_final ‖ p_row), `kl_final_rev` = KL(p_row ‖ p_final),
+      `kl_input` = KL(p_embed ‖ p_row), `kl_input_rev` = KL(p_row ‖ p_embed),
+      `entropy` = H(p_row), `cross_entropy` = -log p_row(next token) (NaN at the last position).
+    `logits` is (R, T, V) float32 only when asked for (`keep_logits=True`), else None.
+    `start` is the index of the first position in the whole sequence (non-zero after slicing).
+    """
+
+    labels: list[str]
+    decoder: str
+    token_ids: np.ndarray
+    next_ids: np.ndarray
+    final_ids: np.ndarray
+    top_ids: np.ndarray
+    top_logits: np.ndarray
+    top_probs: np.ndarray
+    logit_final: np.ndarray
+    prob_final: np.ndarray
+    rank_final: np.ndarray
+    logit_next: np.ndarray
+    prob_next: np.ndarray
+    rank_next: np.ndarray
+    logit_input: np.ndarray
+    prob_input: np.ndarray
+    rank_input: np.ndarray
+    kl_final: np.ndarray
+    kl_final_rev: np.ndarray
+    kl_input: np.ndarray
+    kl_input_rev: np.ndarray
+    entropy: np.ndarray
+    cross_entropy: np.ndarray
+    id_text: dict[int, str] = field(default_factory=dict)
+    logits: np.ndarray | None = None
+    start: int = 0
+
+    # -- reading it
+
+    @property
+    def tokens(self) -> list[str]:
+        """The input tokens' text, one per position."""
+        return [self.text(i) for i in self.token_ids]
+
+    @property
+    def next_tokens(self) -> list[str | None]:
+        """The true next tokens' text (None at the last position of the sequence)."""
+        return [None if i < 0 else self.text(i) for i in self.next_ids]
+
+    def text(self, token_id: int) -> str:
+        """A token's text (its id in angle brackets when no tokenizer was given)."""
+        return self.id_text.get(int(token_id), f"<{int(token_id)}>")
+
+    def row(self, label: str) -> int:
+        """The index of the row with this label."""
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise LensError(f"no row {label!r}; the rows are {', '.join(self.labels)}") from None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def positions(self, start: int | None = None, end: int | None = None) -> LensResult:
+        """The result restricted to positions [start, end) of this result (negative indices count from the end)."""
+        T = len(self)
+        lo = 0 if start is None else (start + T if start < 0 else start)
+        hi = T if end is None else (end + T if end < 0 else end)
+        if not 0 <= lo < hi <= T:
+            raise LensError(f"positions {start}:{end} are out of range for {T} positions; use a non-empty slice of 0:{T}")
+        sliced = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                sliced[f.name] = value[lo:hi] if value.ndim == 1 else value[:, lo:hi]
+            else:
+                sliced[f.name] = value
+        sliced["start"] = self.start + lo
+        return LensResult(**sliced)
+
+    def __getitem__(self, positions: slice) -> LensResult:
+        if not isinstance(positions, slice) or positions.step not in (None, 1):
+            raise LensError("index a LensResult with a positions slice such as result[10:20]")
+        return self.positions(positions.start, positions.stop)
+
+    # -- saving it
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save as `.npz` (no pickles inside; `LensResult.load` reads it back)."""
+        ids = np.array(sorted(self.id_text), dtype=np.int64)
+        np.savez_compressed(
+            path, **self.arrays(), labels=np.array(self.labels), decoder=np.array(self.decoder),
+            start=np.array(self.start), id_text_ids=ids, id_text_strs=np.array([self.id_text[i] for i in ids], dtype=str),
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LensResult:
+        """Read a result written by `save`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise LensError(f"cannot read a lens result from {path}: {e}") from e
+        names = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in names}
+        kwargs["labels"] = [str(s) for s in data["labels"]]
+        kwargs["decoder"] = str(data["decoder"])
+        kwargs["start"] = int(data["start"])
+        kwargs["id_text"] = {int(i): str(s) for i, s in zip(data["id_text_ids"], data["id_text_strs"])}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python data (lists, numbers, strings); NaN and infinities become None."""
+        out: dict[str, Any] = {
+            "labels": self.labels, "decoder": self.decoder, "start": self.start,
+            "tokens": self.tokens, "next_tokens": self.next_tokens,
+        }  # fmt: skip
+        for name, value in self.arrays().items():
+            out[name] = _json_safe(value)
+        out["id_text"] = {str(k): v for k, v in sorted(self.id_text.items())}
+        return out
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The result as JSON (NaN/inf written as null); also written to `path` when given."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+def _json_safe(a: np.ndarray) -> Any:
+    if a.dtype.kind == "f":
+        obj = a.astype(object)
+        obj[~np.isfinite(a)] = None
+        return obj.tolist()
+    return a.tolist()
+
+
+# ----------------------------------------------------------------------------
+# Decoding and statistics
+
+
+def _as_ids(model: GPT, tokens: Tensor | Sequence[int] | str, tokenizer: tiktoken.Encoding | None) -> Tensor:
+    if isinstance(tokens, str):
+        if tokenizer is None:
+            raise LensError("a text needs a tokenizer: logit_lens(model, text, tokenizer=minigpt.load_tokenizer(...))")
+        if not tokens:
+            raise InputError("the text is empty: give the lens at least one token")
+        tokens = tokenizer.encode_ordinary(tokens)  # "<|endoftext|>" in the text stays ordinary text
+    ids = torch.as_tensor(tokens)
+    if ids.dim() == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.dim() != 1:
+        raise InputError(f"the lens takes one sequence of token ids (T,), got shape {tuple(ids.shape)}")
+    return ids.to(model.device)
+
+
+class _Stats:
+    """Preallocated (R, T, ...) outputs, filled one row and chunk at a time."""
+
+    def __init__(self, R: int, T: int, k: int, V: int | None) -> None:
+        f32 = lambda *s: torch.full(s, float("nan"), dtype=torch.float32)  # noqa: E731
+        self.top_ids = torch.zeros(R, T, k, dtype=torch.int64)
+        self.top_logits, self.top_probs = f32(R, T, k), f32(R, T, k)
+        self.floats = {n: f32(R, T) for n in (
+            "logit_final", "prob_final", "logit_next", "prob_next", "logit_input", "prob_input",
+            "kl_final", "kl_final_rev", "kl_input", "kl_input_rev", "entropy", "cross_entropy")}  # fmt: skip
+        self.ranks = {n: torch.full((R, T), -1, dtype=torch.int64) for n in ("rank_final", "rank_next", "rank_input")}
+        self.logits = torch.empty(R, T, V, dtype=torch.float32) if V else None
+
+
+class _Ref(NamedTuple):
+    """A reference distribution over a chunk: log-probabilities, probabilities and minus its entropy."""
+
+    logp: Tensor  # (n, V)
+    p: Tensor  # (n, V)
+    neg_entropy: Tensor  # (n,)
+
+
+def _log_softmax(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """log p, p and log-sum-exp of logits z (n, V); rows and references share it, so a row
+    identical to a reference has exactly zero KL to it."""
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n, 1)
+    logp = z - lse  # (n, V)
+    return logp, logp.exp(), lse
+
+
+def _reference(z: Tensor) -> _Ref:
+    logp, p, _ = _log_softmax(z)  # (n, V)
+    return _Ref(logp, p, torch.linalg.vecdot(p, logp))  # sum p log p: (n,)
+
+
+@torch.inference_mode()
+def logit_lens(
+    model: GPT,
+    tokens: Tensor | Sequence[int] | str,
+    *,
+    tokenizer: tiktoken.Encoding | None = None,
+    decoder: str = "ln_f",
+    last_blocks: int = 1,
+    k: int = 5,
+    sub_blocks: bool = False,
+    prior: bool = False,
+    positions: slice | None = None,
+    chunk_size: int = 256,
+    keep_logits: bool = False,
+) -> LensResult:
+    """Decode the residual stream after every block of `model` on one sequence.
+
+    tokens: token ids (T,) (or (1, T), or a list), or a text with `tokenizer=`.
+    decoder: "ln_f" (default; the model's own), "ln_f_no_bias" (drops the input-independent
+      prior β @ W_E^T), "norm_only" (normalisation without γ and β), or "last_blocks"
+      (the last `last_blocks` blocks, then ln_f: the 2021 variant).
+    k: how many top tokens to keep per row and position.
+    sub_blocks: add an "h.l.resid_mid" row before each block's row (after attention, before the MLP).
+    prior: add a "prior" row, β @ W_E^T, at the bottom.
+    positions: compute only these positions (the model still reads the whole sequence).
+    chunk_size: positions decoded at once; extra memory is about 8 * chunk_size * V floats.
+    keep_logits: also return every row's logits, (R, T, V) float32.
+
+    >>> lens = logit_lens(model, "The dog", tokenizer=tok)
+    >>> lens.top_ids.shape   # (rows, positions, k)
+    """
+    if decoder not in DECODERS:
+        raise LensError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+    L, V = model.config.n_layer, model.config.vocab_size
+    if decoder == "last_blocks" and not (isinstance(last_blocks, int) and 1 <= last_blocks <= L):
+        raise LensError(f"last_blocks must be between 1 and the number of blocks ({L}), got {last_blocks!r}")
+    if not (isinstance(k, int) and 1 <= k <= V):
+        raise LensError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise LensError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+    ids = _as_ids(model, tokens, tokenizer)  # (T,)
+    T_all = ids.shape[0]
+    model.check_ids(ids[None])
+    lo, hi, step = (positions or slice(None)).indices(T_all)
+    if step != 1 or lo >= hi:
+        raise LensError(f"positions {positions} select nothing out of {T_all} positions; use a slice like slice(0, {T_all})")
+
+    # The stream: (L + 1, T, C) after each block, plus the sub-block rows when asked.
+    if sub_blocks:
+        parts = residual_parts(model, ids[None])
+        resid = torch.cat([parts.resid_pre[:1], parts.resid_post])[:, 0]  # (L + 1, T, C)
+    else:
+        resid = model(ids[None]).resid[:, 0]  # (L + 1, T, C)
+    labels: list[str] = []
+    rows: list[Tensor | None] = []
+    if prior:
+        labels.append("prior")
+        rows.append(None)  # decoded below to β, so that it unembeds to β @ W_E^T
+    labels.append("embed")
+    rows.append(resid[0])
+    for l in range(L):
+        if sub_blocks:
+            labels.append(f"h.{l}.resid_mid")
+            rows.append(parts.resid_mid[l, 0])
+        labels.append(f"h.{l}")
+        rows.append(resid[l + 1])
+    R, T = len(rows), hi - lo
+
+    # Decoders turn a row (T, C) into normalised vectors; the unembedding is shared.
+    ln = model.ln_f
+    C, eps = model.config.n_embd, ln.eps
+    full = lambda h: F.layer_norm(h, (C,), ln.weight, ln.bias, eps)  # noqa: E731  (T, C) -> (T, C)
+    if decoder == "ln_f":
+        decode = full
+    elif decoder == "ln_f_no_bias":
+        decode = lambda h: F.layer_norm(h, (C,), ln.weight, None, eps)  # noqa: E731
+    elif decoder == "norm_only":
+        decode = lambda h: F.layer_norm(h, (C,), None, None, eps)  # noqa: E731
+    else:
+        tail = model.h[L - last_blocks :]
+
+        def decode(h: Tensor) -> Tensor:
+            x = h[None]  # (1, T, C)
+            for block in tail:
+                x = block(x)  # (1, T, C)
+            return full(x[0])  # (T, C)
+
+    # The prior row is the input-independent part of the full decoder: ln_f's bias β, whatever `decoder` is.
+    normed = [ln.bias.expand(T_all, C) if row is None else decode(row) for row in rows]  # R x (T, C)
+    ref_final, ref_input = full(resid[L]), full(resid[0])  # (T, C): the two references, always with full ln_f
+    W = model.wte.weight  # (V, C): the tied unembedding
+    unembed = lambda h: (h @ W.T).float()  # noqa: E731  (n, C) @ (C, V) -> (n, V), statistics in float32
+    # With the default decoder the references are rows of their own: decode them once.
+    reuse = {R - 1: "final", labels.index("embed"): "input"} if decoder == "ln_f" else {}
+
+    next_ids = torch.full((T_all,), -1, dtype=torch.int64, device=ids.device)
+    next_ids[:-1] = ids[1:]
+    out = _Stats(R, T, k, V if keep_logits else None)
+    final_ids = torch.empty(T, dtype=torch.int64)
+    for c0 in range(lo, hi, chunk_size):
+        c1 = min(c0 + chunk_size, hi)
+        sl, dst = slice(c0, c1), slice(c0 - lo, c1 - lo)
+        z_final, z_input = unembed(ref_final[sl]), unembed(ref_input[sl])  # (n, V) each
+        final, inp = _reference(z_final), _reference(z_input)
+        target_final = z_final.argmax(dim=-1)  # (n,)
+        final_ids[dst] = target_final.cpu()
+        targets = torch.stack([target_final, next_ids[sl].clamp(min=0), ids[sl]], dim=1)  # (n, 3)
+        has_next = next_ids[sl] >= 0  # (n,)
+        for r in range(R):
+            which = reuse.get(r)
+            z = z_final if which == "final" else z_input if which == "input" else unembed(normed[r][sl])  # (n, V)
+            _row_stats(out, r, dst, z, final, inp, targets, has_next, k)
+            if out.logits is not None:
+                out.logits[r, dst] = z.cpu()
+
+    # Token texts for every id the result mentions.
+    id_text: dict[int, str] = {}
+    if tokenizer is not None:
+        used = torch.cat([ids[lo:hi].cpu(), next_ids[lo:hi].cpu(), final_ids, out.top_ids.flatten()]).unique()
+        id_text = {int(i): token_text(tokenizer, int(i)) for i in used if 0 <= i < tokenizer.n_vocab}
+    np_ = lambda t: t.numpy()  # noqa: E731
+    return LensResult(
+        labels=labels, decoder=decoder if decoder != "last_blocks" else f"last_blocks:{last_blocks}",
+        token_ids=np_(ids[lo:hi].cpu()), next_ids=np_(next_ids[lo:hi].cpu()), final_ids=np_(final_ids),
+        top_ids=np_(out.top_ids), top_logits=np_(out.top_logits), top_probs=np_(out.top_probs),
+        **{n: np_(v) for n, v in out.floats.items()}, **{n: np_(v) for n, v in out.ranks.items()},
+        id_text=id_text, logits=None if out.logits is None else np_(out.logits), start=lo,
+    )  # fmt: skip
+
+
+def _row_stats(
+    out: _Stats, r: int, dst: slice, z: Tensor, final: _Ref, inp: _Ref, targets: Tensor, has_next: Tensor, k: int
+) -> None:
+    """Every statistic of one row over one chunk of n positions, from its logits z (n, V)."""
+    top = torch.topk(z, k, dim=-1)  # values, indices: (n, k), best first
+    logp, p, lse = _log_softmax(z)  # (n, V), (n, V), (n, 1)
+    sum_p_logp = torch.linalg.vecdot(p, logp)  # (n,): -H(p_row)
+    zt = z.gather(1, targets)  # (n, 3): logits of the final / next / input tokens
+    # rank = 1 + number of strictly greater logits, counted in one pass per target
+    ranks = torch.stack([(z > zt[:, j : j + 1]).sum(dim=-1) for j in range(3)], dim=1) + 1  # (n, 3)
+    logpt = zt - lse  # (n, 3)
+
+    out.top_ids[r, dst] = top.indices.cpu()
+    out.top_logits[r, dst] = top.values.cpu()
+    out.top_probs[r, dst] = (top.values - lse).exp().cpu()
+    values = {
+        "entropy": -sum_p_logp,
+        # KL(a || b) = sum a (log a - log b), written with the dot products above
+        "kl_final": final.neg_entropy - torch.linalg.vecdot(final.p, logp),
+        "kl_final_rev": sum_p_logp - torch.linalg.vecdot(p, final.logp),
+        "kl_input": inp.neg_entropy - torch.linalg.vecdot(inp.p, logp),
+        "kl_input_rev": sum_p_logp - torch.linalg.vecdot(p, inp.logp),
+        "logit_final": zt[:, 0], "prob_final": logpt[:, 0].exp(),
+        "logit_input": zt[:, 2], "prob_input": logpt[:, 2].exp(),
+    }  # fmt: skip
+    nan = torch.tensor(float("nan"), device=z.device)
+    values["logit_next"] = torch.where(has_next, zt[:, 1], nan)
+    values["prob_next"] = torch.where(has_next, logpt[:, 1].exp(), nan)
+    values["cross_entropy"] = torch.where(has_next, -logpt[:, 1], nan)
+    for name, v in values.items():
+        out.floats[name][r, dst] = v.float().cpu()
+    out.ranks["rank_final"][r, dst] = ranks[:, 0].cpu()
+    out.ranks["rank_next"][r, dst] = torch.where(has_next, ranks[:, 1], -1).cpu()
+    out.ranks["rank_input"][r, dst] = ranks[:, 2].cpu()

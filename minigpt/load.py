@@ -1,0 +1,346 @@
+"""From a name or a path to a loaded `GPT`: find the files, read them, check them strictly.
+
+Accepted forms, tried in this order so that every name has one meaning:
+  1. an existing path: a directory (config.json + model.safetensors [+ vocab.json, merges.txt])
+     or a single `.safetensors` file (the config is then inferred from the tensor shapes);
+  2. a preset name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2") or an
+     `owner/name` hub id: fetched through `huggingface_hub` into the standard HF cache;
+  3. anything else is an error that lists the presets.
+
+Weights are read from safetensors only. Pickle files (`.bin`, `.pt`) can run arbitrary
+code when loaded, so minigpt refuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import Tensor
+
+from .errors import CheckpointError, ConfigError, HubError, ModelNameError, PickleCheckpointError
+from .model import GPT, PRESETS, GPTConfig
+
+log = logging.getLogger(__name__)
+
+# The hub repositories behind the preset names.
+HUB_REPOS = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Official files store the causal mask as a buffer per layer (`h.{i}.attn.bias`,
+# [1, 1, n_positions, n_positions]: "not really a bias, more of a mask") and some
+# also `attn.masked_bias`. They are constants, not parameters; minigpt builds the mask itself.
+MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """Where a checkpoint's files are. Only `weights` is required."""
+
+    weights: Path
+    config: Path | None = None
+    vocab: Path | None = None
+    merges: Path | None = None
+
+
+# ----------------------------------------------------------------------------
+# Names and paths to files
+
+
+def presets_hint() -> str:
+    return ", ".join(HUB_REPOS)
+
+
+def resolve(name_or_path: str | os.PathLike) -> CheckpointFiles:
+    """Turn a preset, hub id, directory or `.safetensors` path into local files (downloading if needed)."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return local_files(path)
+    name = str(name_or_path)
+    if name in HUB_REPOS:
+        return hub_files(HUB_REPOS[name])
+    if HUB_ID.match(name) and not name.endswith((".safetensors",) + PICKLE_SUFFIXES):
+        return hub_files(name)
+    raise ModelNameError(
+        f"unknown model {name!r}: it is not an existing path, a preset ({presets_hint()}), "
+        "or a hub id like 'openai-community/gpt2'"
+    )
+
+
+def local_files(path: Path) -> CheckpointFiles:
+    """The files of a local directory or single file, checked for presence and format."""
+    if path.is_file():
+        if path.suffix in PICKLE_SUFFIXES:
+            raise PickleCheckpointError(pickle_message(path))
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a .safetensors file; minigpt loads weights from safetensors only")
+        return CheckpointFiles(weights=path)
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        pickles = [p.name for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
+        if pickles:
+            raise PickleCheckpointError(pickle_message(path / pickles[0]))
+        if (path / "model.safetensors.index.json").exists():
+            raise CheckpointError(f"{path} holds a sharded checkpoint; minigpt expects one model.safetensors file")
+        raise CheckpointError(
+            f"{path} has no model.safetensors; point minigpt at a directory with config.json and "
+            "model.safetensors, or at a .safetensors file"
+        )
+    optional = lambda name: (path / name) if (path / name).is_file() else None  # noqa: E731
+    return CheckpointFiles(weights, optional("config.json"), optional("vocab.json"), optional("merges.txt"))
+
+
+def pickle_message(path: Path) -> str:
+    return (
+        f"refusing to load {path}: pickle checkpoints can run arbitrary code when opened. "
+        "Convert it to safetensors (e.g. safetensors.torch.save_file(torch.load(path, weights_only=True), "
+        "'model.safetensors')) or download the model's model.safetensors"
+    )
+
+
+# ----------------------------------------------------------------------------
+# The hub
+
+
+def hub_reachable() -> bool:
+    """Whether the hub's host accepts a connection within a few seconds.
+
+    `huggingface_hub` retries an unreachable host for about 25 s and logs each retry;
+    asking first lets minigpt fail (or fall back to the cache) at once and quietly.
+    """
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def offline_hint() -> str:
+    return (
+        "download the files on a machine with network (`minigpt download NAME`, or from "
+        "https://huggingface.co) and pass their directory instead of the name, or set HF_ENDPOINT to a mirror"
+    )
+
+
+def hub_download(repo_id: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Path | None]:
+    """Fetch files of a hub repo into the standard HF cache (shared with `transformers`), reusing what is there.
+
+    Honours HF_HUB_OFFLINE, HF_ENDPOINT and HF_HOME. When the hub cannot be reached,
+    only the cache is consulted, so the answer comes in seconds instead of after retries.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = constants.HF_HUB_OFFLINE
+    cache_only = offline or not hub_reachable()
+    got: dict[str, Path | None] = {}
+    for filename in required + optional:
+        try:
+            got[filename] = Path(hf_hub_download(repo_id, filename, local_files_only=cache_only))
+        except (RepositoryNotFoundError, GatedRepoError) as e:
+            raise HubError(f"the hub has no accessible repo {repo_id!r} ({type(e).__name__}); check the name") from e
+        except RevisionNotFoundError as e:
+            raise HubError(f"repo {repo_id!r} has no main revision") from e
+        except (LocalEntryNotFoundError, EntryNotFoundError) as e:
+            # LocalEntryNotFoundError: not cached, and the hub may not (or cannot) be asked.
+            if filename in optional:
+                got[filename] = None
+            elif isinstance(e, LocalEntryNotFoundError):
+                why = "HF_HUB_OFFLINE is set" if offline else f"the hub ({constants.ENDPOINT}) cannot be reached"
+                raise HubError(f"cannot get {filename} of {repo_id}: {why} and it is not in the cache; {offline_hint()}") from e
+            else:
+                raise HubError(f"repo {repo_id!r} has no {filename}; minigpt needs config.json and model.safetensors") from e
+        except OSError as e:  # a network error mid-download, a full disk, ...
+            raise HubError(f"downloading {filename} of {repo_id} failed: {e}; try again, or {offline_hint()}") from e
+    return got
+
+
+def hub_files(repo_id: str) -> CheckpointFiles:
+    """A hub repo's checkpoint files, fetched into the HF cache."""
+    got = hub_download(repo_id, ("config.json", "model.safetensors"), ("vocab.json", "merges.txt"))
+    return CheckpointFiles(got["model.safetensors"], got["config.json"], got["vocab.json"], got["merges.txt"])
+
+
+def download(name: str, directory: str | os.PathLike | None = None) -> Path:
+    """Fetch a checkpoint (through the HF cache) and copy its files into `directory` (default `weights/NAME`)."""
+    files = resolve(name)
+    target = Path(directory) if directory is not None else Path("weights") / Path(name).name
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for src, dst in (
+            (files.weights, "model.safetensors"),
+            (files.config, "config.json"),
+            (files.vocab, "vocab.json"),
+            (files.merges, "merges.txt"),
+        ):
+            if src is not None and Path(src).resolve() != (target / dst).resolve():
+                shutil.copyfile(src, target / dst)
+    except OSError as e:
+        raise CheckpointError(f"cannot write the checkpoint into {target}: {e}; choose another --dir") from e
+    return target
+
+
+# ----------------------------------------------------------------------------
+# Reading the files
+
+
+def read_config(path: Path) -> GPTConfig:
+    """Parse a `config.json`."""
+    try:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}; it should be the checkpoint's JSON config") from e
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{path} does not hold a JSON object")
+    try:
+        return GPTConfig.from_dict(fields)
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def open_tensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file except the mask buffers, keyed without the `transformer.` prefix.
+
+    The tensors are memory-mapped, not copied: with `assign=True` they become the model's
+    parameters, so loading needs about one file's worth of memory.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            stripped = [k.removeprefix("transformer.") for k in keys]
+            if len(set(stripped)) != len(stripped):
+                raise CheckpointError(f"{path} stores some tensors both with and without the 'transformer.' prefix")
+            return {s: f.get_tensor(k) for k, s in zip(keys, stripped) if not MASK_BUFFER.match(s)}
+    except SafetensorError as e:
+        raise CheckpointError(
+            f"{path} is not a valid safetensors file ({e}); it may be truncated or corrupt: download it again"
+        ) from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def infer_config(tensors: dict[str, Tensor]) -> GPTConfig:
+    """A config read off the tensor shapes, for a bare `.safetensors` file.
+
+    The shapes fix everything except the number of heads. head_dim is 64 in every
+    official GPT-2, so n_head = n_embd / 64; for any other head size pass a config.
+    """
+    for key in ("wte.weight", "wpe.weight"):
+        if key not in tensors:
+            raise CheckpointError(f"cannot infer a config: the file has no {key!r}; is it a GPT-2 checkpoint?")
+    vocab_size, n_embd = tensors["wte.weight"].shape
+    n_positions = tensors["wpe.weight"].shape[0]
+    layers = {int(m.group(1)) for k in tensors if (m := re.match(r"^h\.(\d+)\.", k))}
+    if not layers:
+        raise CheckpointError("cannot infer a config: the file has no blocks (no 'h.0.*' tensors)")
+    if n_embd % 64:
+        raise CheckpointError(
+            f"cannot infer n_head: n_embd={n_embd} is not a multiple of the official head size 64; "
+            "put a config.json beside the file or pass config=GPTConfig(...)"
+        )
+    c_fc = tensors.get("h.0.mlp.c_fc.weight")
+    n_inner = c_fc.shape[1] if c_fc is not None and c_fc.shape[1] != 4 * n_embd else None
+    return GPTConfig(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd,
+        n_layer=max(layers) + 1, n_head=n_embd // 64, n_inner=n_inner,
+    )  # fmt: skip
+
+
+def check_tensors(tensors: dict[str, Tensor], model: GPT, path: Path) -> dict[str, Tensor]:
+    """Match the checkpoint's tensors to the model's parameters, strictly; return the state dict."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    lm_head = tensors.pop("lm_head.weight", None)
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [f"{k}: file {tuple(tensors[k].shape)}, model {expected[k]}" for k in expected
+             if k in tensors and tuple(tensors[k].shape) != expected[k]]  # fmt: skip
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(f"{k} {list(expected[k])}" for k in missing[:12]) + more(missing))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected[:12]) + more(unexpected))
+    if wrong:
+        problems.append("wrong shape " + "; ".join(wrong[:12]) + more(wrong))
+    if problems:
+        raise CheckpointError(
+            f"{path} does not match the GPT-2 config ({model.config.n_layer} layers, n_embd {model.config.n_embd}, "
+            f"vocab {model.config.vocab_size}): " + " | ".join(problems)
+            + ". Check that config.json belongs to these weights (or remove it to infer the config)"
+        )
+    if lm_head is not None and not (lm_head.shape == tensors["wte.weight"].shape and torch.equal(lm_head, tensors["wte.weight"])):
+        raise CheckpointError(
+            f"{path}: lm_head.weight differs from wte.weight, but GPT-2 ties them; this is not a GPT-2 "
+            "checkpoint minigpt can load (remove lm_head.weight if it is a stale copy)"
+        )
+    for k, v in tensors.items():
+        if not v.dtype.is_floating_point:
+            raise CheckpointError(f"{path}: tensor {k} has dtype {v.dtype}; GPT-2 weights are floating point")
+    return tensors
+
+
+def more(items: list) -> str:
+    return f" (and {len(items) - 12} more)" if len(items) > 12 else ""
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    config: GPTConfig | None = None,
+) -> GPT:
+    """Load a GPT-2 checkpoint; see the module docstring for the accepted names.
+
+    dtype defaults to float32 (the checkpoints' own precision); device to the CPU.
+    """
+    files = resolve(name_or_path)
+    return load_files(files, device=device, dtype=dtype, config=config)
+
+
+def load_files(
+    files: CheckpointFiles,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    config: GPTConfig | None = None,
+) -> GPT:
+    """Build a `GPT` from already-local files."""
+    tensors = open_tensors(files.weights)
+    if config is None:
+        config = read_config(files.config) if files.config is not None else infer_config(tensors)
+    dtype = dtype or torch.float32
+    with torch.device("meta"):  # no memory for parameters: the file's tensors become them
+        model = GPT(config)
+    state = check_tensors(tensors, model, files.weights)
+    try:
+        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"cannot move the weights to device={device!r}, dtype={dtype}: {e}") from e
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()

@@ -1,0 +1,309 @@
+"""GPT-2, written out so that it reads top to bottom.
+
+This file holds only the forward pass: the configuration, the four modules
+(attention, MLP, block, GPT) and the key-value cache that generation uses.
+Loading lives in `load.py`, sampling in `generate.py`, the logit lens in `lens.py`.
+
+Module paths equal the keys of the official checkpoints, so a checkpoint key
+such as `h.3.attn.c_attn.weight` is also the Python path `model.h[3].attn.c_attn.weight`.
+
+Shape legend, used on every tensor line below:
+    B batch, T new tokens, S tokens attended to (cached + new), C n_embd,
+    H n_head, D head dim (C // H), F MLP width (4C), V vocab, L n_layer
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError, InputError
+
+# ----------------------------------------------------------------------------
+# Configuration: the field names are the keys of the checkpoints' config.json
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape of a GPT-2 model. Field names are those of `config.json`."""
+
+    vocab_size: int = 50257
+    n_positions: int = 1024  # context length; also the size of the (skipped) mask buffers
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # MLP width; None means 4 * n_embd, as in every official size
+    activation_function: str = "gelu_new"  # the tanh approximation of GELU
+    layer_norm_epsilon: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); fix config.json"
+            )
+        if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
+            raise ConfigError(f"config field 'n_inner' must be a positive integer or null, got {self.n_inner!r}")
+        if self.activation_function != "gelu_new":
+            raise ConfigError(
+                f"activation_function {self.activation_function!r} is not supported: minigpt implements "
+                "GPT-2's tanh GELU ('gelu_new') only"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> GPTConfig:
+        """Build a config from a parsed `config.json`, ignoring keys minigpt does not use.
+
+        Real files carry many extra keys (`n_ctx`, `dtype`, dropout rates, ...); a file
+        that lacks `n_positions` but has the older `n_ctx` uses that instead.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in fields.items() if k in known}
+        if "n_positions" not in kwargs and "n_ctx" in fields:
+            kwargs["n_positions"] = fields["n_ctx"]
+        return cls(**kwargs)
+
+
+# (n_layer, n_head, n_embd) of the five official checkpoints; everything else is shared.
+PRESETS: dict[str, GPTConfig] = {
+    "gpt2": GPTConfig(n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, n_embd=1024),
+    "gpt2-large": GPTConfig(n_layer=36, n_head=20, n_embd=1280),
+    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, n_embd=1600),
+    "distilgpt2": GPTConfig(n_layer=6, n_head=12, n_embd=768),
+}
+
+
+# ----------------------------------------------------------------------------
+# Key-value cache: lets generation feed one new token at a time
+
+
+class LayerKV:
+    """The keys and values one attention layer has seen so far."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None  # (B, H, S, D)
+        self.v: Tensor | None = None  # (B, H, S, D)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions' keys and values; return all of them."""
+        if self.k is not None:
+            k = torch.cat([self.k, k], dim=2)  # (B, H, S - T, D) + (B, H, T, D) -> (B, H, S, D)
+            v = torch.cat([self.v, v], dim=2)  # (B, H, S, D)
+        self.k, self.v = k, v
+        return k, v
+
+
+class KVCache:
+    """One `LayerKV` per block. `GPT.forward` updates it in place."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.layers = [LayerKV() for _ in range(n_layer)]
+
+    def __len__(self) -> int:
+        """The number of positions cached so far."""
+        k = self.layers[0].k
+        return 0 if k is None else k.shape[2]
+
+
+# ----------------------------------------------------------------------------
+# The modules, in the order the data meets them
+
+
+class Conv1D(nn.Module):
+    """An affine map `x @ weight + bias` whose weight is stored `[in, out]`.
+
+    The checkpoints store all four projections this way (a TensorFlow legacy), the
+    transpose of `nn.Linear`'s `[out, in]`. Keeping their layout means the loader
+    transposes nothing, and the matrices read left to right along the residual stream.
+    """
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # (..., in) -> (N, in)
+        out = torch.addmm(self.bias, flat, self.weight)  # bias + flat @ weight: (N, in) @ (in, out) -> (N, out)
+        return out.view(*x.shape[:-1], out.shape[-1])  # (N, out) -> (..., out)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention in which each position sees itself and the positions before it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = Conv1D(config.n_embd, 3 * config.n_embd)  # output is q | k | v
+        self.c_proj = Conv1D(config.n_embd, config.n_embd)
+
+    def qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Split the input into per-head queries, keys and values, each (B, H, T, D)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # (B, T, 3C) -> 3 x (B, T, C)
+        heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # noqa: E731
+        return heads(q), heads(k), heads(v)  # (B, T, C) -> (B, H, T, D)
+
+    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x)  # 3 x (B, H, T, D)
+        if kv is not None:
+            k, v = kv.append(k, v)  # (B, H, S, D): the cached positions, then the new ones
+        S = k.shape[2]
+        # The fused kernel computes exactly `pattern(x) @ v` (see `pattern` below and the
+        # tests): softmax(q k^T / sqrt(D) + causal mask) @ v, only faster and in less memory.
+        if S == T:  # no cache: plain causal attention
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        else:  # new query i sits at absolute position S - T + i and sees keys 0 .. S - T + i
+            visible = torch.arange(S, device=x.device) <= torch.arange(S - T, S, device=x.device)[:, None]  # (T, S)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side
+        return self.c_proj(y)  # (B, T, C)
+
+    def pattern(self, x: Tensor) -> Tensor:
+        """The attention pattern, written out: how much each position reads from each earlier one.
+
+        Takes the block's normalised input (B, T, C); returns (B, H, T, T), rows summing to 1.
+        """
+        T = x.shape[1]
+        q, k, _ = self.qkv(x)  # (B, H, T, D)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # (T, T): True above the diagonal
+        scores = scores.masked_fill(future, float("-inf"))  # (B, H, T, T): a position cannot see ahead
+        return scores.softmax(dim=-1)  # (B, H, T, T)
+
+
+class MLP(nn.Module):
+    """Two affine maps with GPT-2's tanh GELU between them."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(config.n_embd, config.mlp_width)
+        self.c_proj = Conv1D(config.mlp_width, config.n_embd)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.c_fc(x)  # (B, T, C) -> (B, T, F)
+        x = F.gelu(x, approximate="tanh")  # (B, T, F); 'gelu_new' in config.json
+        return self.c_proj(x)  # (B, T, F) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm transformer block: each sub-block reads a normalised copy of
+    the residual stream and adds its output back to it."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), kv)  # (B, T, C): resid_mid = resid_pre + attn_out
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C): resid_post = resid_mid + mlp_out
+        return x
+
+
+class GPTOutput(NamedTuple):
+    """What `GPT.forward` returns, whatever its arguments."""
+
+    logits: Tensor  # (B, T, V)
+    resid: Tensor  # (L + 1, B, T, C): resid[0] = wte + wpe, resid[l] = output of block l; all before ln_f
+
+
+class GPT(nn.Module):
+    """GPT-2. `forward` returns the logits and the residual stream after every block.
+
+    >>> model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=8, vocab_size=11, n_positions=16))
+    >>> out = model(torch.tensor([[1, 2, 3]]))
+    >>> out.logits.shape, out.resid.shape
+    (torch.Size([1, 3, 11]), torch.Size([3, 1, 3, 8]))
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings; also the unembedding
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # position embeddings
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        for emb in (self.wte, self.wpe):
+            nn.init.normal_(emb.weight, std=0.02)
+        # No lm_head: GPT-2 ties the unembedding to wte (logits = ln_f(x) @ wte.weight.T).
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> GPT:
+        """Load a checkpoint: a preset ("gpt2", ..., "distilgpt2"), a hub id, a directory or a .safetensors file."""
+        from .load import load_model  # the loader does the I/O; this file stays pure
+
+        return load_model(name_or_path, device=device, dtype=dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.wte.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.wte.weight.dtype
+
+    def check_ids(self, idx: Tensor, past: int = 0) -> None:
+        """Raise `InputError` unless `idx` is a (B, T) integer tensor the model can read after `past` cached tokens."""
+        if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            got = f"{tuple(idx.shape)} {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
+            raise InputError(f"token ids must be an integer tensor of shape (B, T), got {got}; try torch.tensor([ids])")
+        T, limit = idx.shape[1], self.config.n_positions
+        if T == 0 or idx.shape[0] == 0:
+            raise InputError("the sequence is empty: give the model at least one token")
+        if past + T > limit:
+            raise InputError(
+                f"{past + T} tokens exceed the context of {limit} positions; keep the last {limit} tokens "
+                f"(e.g. idx[:, -{limit}:]) or split the text"
+            )
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            bad = hi if hi >= self.config.vocab_size else lo
+            raise InputError(
+                f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
+                "was the text encoded with this model's tokenizer?"
+            )
+
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> GPTOutput:
+        """Run the model on token ids (B, T).
+
+        Without a cache, returns logits and residuals for every position. With a cache,
+        `idx` holds only the new tokens; they are returned for those positions alone,
+        and the cache is extended in place.
+        """
+        past = 0 if cache is None else len(cache)
+        self.check_ids(idx, past)
+        T = idx.shape[1]
+        pos = torch.arange(past, past + T, device=idx.device)  # (T,): absolute positions
+        x = self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
+        resid = [x]  # resid[0]: the stream before any block
+        kvs = cache.layers if cache is not None else [None] * len(self.h)
+        for block, kv in zip(self.h, kvs):
+            x = block(x, kv)  # (B, T, C)
+            resid.append(x)  # resid[l]: after block l, before ln_f
+        logits = self.ln_f(x) @ self.wte.weight.T  # (B, T, C) @ (C, V) -> (B, T, V)
+        return GPTOutput(logits=logits, resid=torch.stack(resid))  # resid: (L + 1, B, T, C)
