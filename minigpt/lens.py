@@ -184,10 +184,11 @@ class LensResult:
 
     def save(self, path: str | os.PathLike) -> None:
         """Save as `.npz` (no pickles inside; `LensResult.load` reads it back)."""
-        ids = np.array(sorted(self.id_text), dtype=np.int64)
+        # Token texts go in as one JSON string: numpy's fixed-width strings drop trailing "\x00".
+        id_text = json.dumps({str(k): v for k, v in sorted(self.id_text.items())})
         np.savez_compressed(
             path, **self.arrays(), labels=np.array(self.labels), decoder=np.array(self.decoder),
-            start=np.array(self.start), id_text_ids=ids, id_text_strs=np.array([self.id_text[i] for i in ids], dtype=str),
+            start=np.array(self.start), id_text_json=np.array(id_text),
         )  # fmt: skip
 
     @classmethod
@@ -203,7 +204,7 @@ class LensResult:
         kwargs["labels"] = [str(s) for s in data["labels"]]
         kwargs["decoder"] = str(data["decoder"])
         kwargs["start"] = int(data["start"])
-        kwargs["id_text"] = {int(i): str(s) for i, s in zip(data["id_text_ids"], data["id_text_strs"])}
+        kwargs["id_text"] = {int(i): t for i, t in json.loads(str(data["id_text_json"])).items()}
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,7 +245,9 @@ def _as_ids(model: GPT, tokens: Tensor | Sequence[int] | str, tokenizer: tiktoke
         if not tokens:
             raise InputError("the text is empty: give the lens at least one token")
         tokens = tokenizer.encode_ordinary(tokens)  # "<|endoftext|>" in the text stays ordinary text
-    ids = torch.as_tensor(tokens)
+    ids = torch.as_tensor(tokens, dtype=torch.int64) if isinstance(tokens, (list, tuple)) else torch.as_tensor(tokens)
+    if ids.numel() == 0:
+        raise InputError("the sequence is empty: give the lens at least one token")
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.dim() != 1:
@@ -266,25 +269,75 @@ class _Stats:
         self.logits = torch.empty(R, T, V, dtype=torch.float32) if V else None
 
 
-class _Ref(NamedTuple):
-    """A reference distribution over a chunk: log-probabilities, probabilities and minus its entropy."""
+class _Dist(NamedTuple):
+    """One row's distribution over a chunk of n positions, in the forms the statistics need.
 
-    logp: Tensor  # (n, V)
-    p: Tensor  # (n, V)
-    neg_entropy: Tensor  # (n,)
+    Dot products are taken on logits shifted by their maximum (zs = z - max z), which softmax
+    ignores: real GPT-2 logits sit near -100, and E_p[z] - logsumexp(z) computed from raw
+    logits would lose |z| * 1e-7 to rounding. Ranks and top-k use the raw logits.
+    """
+
+    top: Any  # torch.topk of the raw logits: values and indices, (n, k), best first
+    zt: Tensor  # (n, 3) raw logits of the targets: final top-1, next token, input token
+    ranks: Tensor  # (n, 3) ranks of the targets
+    zs: Tensor  # (n, V) shifted logits, z - max z (<= 0)
+    p: Tensor  # (n, V) probabilities
+    lse: Tensor  # (n,) log-sum-exp of zs, so that log p = zs - lse
+    mean_zs: Tensor  # (n,) E_p[zs]
+
+    @property
+    def shift(self) -> Tensor:
+        return self.top.values[:, 0]  # (n,): max z
 
 
-def _log_softmax(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """log p, p and log-sum-exp of logits z (n, V); rows and references share it, so a row
-    identical to a reference has exactly zero KL to it."""
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n, 1)
-    logp = z - lse  # (n, V)
-    return logp, logp.exp(), lse
+class _Refs(NamedTuple):
+    """The two reference distributions over a chunk, with their p and zs stacked for batched dot products."""
+
+    final: _Dist
+    input: _Dist
+    p: Tensor  # (n, 2, V): p_final, p_input
+    zs: Tensor  # (n, 2, V): zs_final, zs_input
 
 
-def _reference(z: Tensor) -> _Ref:
-    logp, p, _ = _log_softmax(z)  # (n, V)
-    return _Ref(logp, p, torch.linalg.vecdot(p, logp))  # sum p log p: (n,)
+def _dist(z: Tensor, k: int, targets: Tensor, scratch: Tensor) -> _Dist:
+    """Everything about logits z (n, V); z is shifted in place. targets (n, 3); column 0 may be
+    -1, meaning this row's own top-1 (for the final row, whose top-1 defines that target)."""
+    top = torch.topk(z, k, dim=-1)  # (n, k)
+    if (targets[:, 0] < 0).any():
+        targets = torch.cat([top.indices[:, :1], targets[:, 1:]], dim=1)
+    zt = z.gather(1, targets)  # (n, 3)
+    ranks = _ranks(z, top.values, zt, scratch)  # (n, 3)
+    zs = z.sub_(top.values[:, :1])  # (n, V), in place: the raw logits are no longer needed
+    p = torch.softmax(zs, dim=-1)  # (n, V)
+    # The top token has zs = 0 and p = exp(-lse) >= 1/V, so its log is well-conditioned:
+    # this gives the log-sum-exp without another pass over the vocabulary.
+    lse = -p.gather(1, top.indices[:, :1])[:, 0].log()  # (n,)
+    return _Dist(top, zt, ranks, zs, p, lse, _dot(p, zs))
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products (n, V), (n, V) -> (n,), in one pass."""
+    return torch.einsum("nv,nv->n", a, b)
+
+
+def _ranks(z: Tensor, top_values: Tensor, zt: Tensor, scratch: Tensor) -> Tensor:
+    """1 + the number of strictly greater logits: z (n, V), targets' logits zt (n, m) -> (n, m).
+
+    scratch: a float32 buffer at least (n, V) in size, reused across calls.
+    """
+    # A target at least as large as the k-th logit has all its strictly greater rivals in the top k.
+    ranks = 1 + (top_values[:, None, :] > zt[:, :, None]).sum(-1)  # (n, m)
+    ones = torch.ones(z.shape[1], device=z.device)  # (V,)
+    greater = scratch[: z.shape[0]]  # (n, V)
+    for j in range(zt.shape[1]):
+        far = zt[:, j] < top_values[:, -1]  # (n,): these need a count over the whole vocabulary
+        if far.any():
+            # Comparing into a float buffer and summing with a matrix-vector product avoids
+            # the (n, V) int64 copy that `(z > t).sum()` makes; counts below 2^24 are exact in float32.
+            torch.gt(z, zt[:, j : j + 1], out=greater)  # (n, V): 1.0 where strictly greater
+            counts = torch.mv(greater, ones).round().long()  # (n,)
+            ranks[:, j] = torch.where(far, 1 + counts, ranks[:, j])
+    return ranks
 
 
 @torch.inference_mode()
@@ -387,21 +440,33 @@ def logit_lens(
     next_ids[:-1] = ids[1:]
     out = _Stats(R, T, k, V if keep_logits else None)
     final_ids = torch.empty(T, dtype=torch.int64)
+    scratch = torch.empty(min(chunk_size, T), V, device=ids.device)  # (n, V) work space for rank counts
     for c0 in range(lo, hi, chunk_size):
         c1 = min(c0 + chunk_size, hi)
         sl, dst = slice(c0, c1), slice(c0 - lo, c1 - lo)
-        z_final, z_input = unembed(ref_final[sl]), unembed(ref_input[sl])  # (n, V) each
-        final, inp = _reference(z_final), _reference(z_input)
-        target_final = z_final.argmax(dim=-1)  # (n,)
-        final_ids[dst] = target_final.cpu()
-        targets = torch.stack([target_final, next_ids[sl].clamp(min=0), ids[sl]], dim=1)  # (n, 3)
+        targets = torch.stack([torch.full_like(ids[sl], -1), next_ids[sl].clamp(min=0), ids[sl]], dim=1)  # (n, 3)
         has_next = next_ids[sl] >= 0  # (n,)
+        z_final = unembed(ref_final[sl])  # (n, V)
+        if out.logits is not None and decoder == "ln_f":
+            out.logits[R - 1, dst] = z_final.cpu()  # kept before _dist shifts it in place
+        final = _dist(z_final, k, targets, scratch)
+        targets[:, 0] = final.top.indices[:, 0]  # the model's top-1: the "final" target of every row
+        final_ids[dst] = targets[:, 0].cpu()
+        z_input = unembed(ref_input[sl])  # (n, V)
+        if out.logits is not None and decoder == "ln_f":
+            out.logits[labels.index("embed"), dst] = z_input.cpu()
+        inp = _dist(z_input, k, targets, scratch)
+        refs = _Refs(final, inp, torch.stack([final.p, inp.p], 1), torch.stack([final.zs, inp.zs], 1))
         for r in range(R):
             which = reuse.get(r)
-            z = z_final if which == "final" else z_input if which == "input" else unembed(normed[r][sl])  # (n, V)
-            _row_stats(out, r, dst, z, final, inp, targets, has_next, k)
-            if out.logits is not None:
-                out.logits[r, dst] = z.cpu()
+            if which is not None:  # with the default decoder the references are rows of their own
+                row = final if which == "final" else inp
+            else:
+                z = unembed(normed[r][sl])  # (n, V)
+                if out.logits is not None:
+                    out.logits[r, dst] = z.cpu()
+                row = _dist(z, k, targets, scratch)
+            _row_stats(out, r, dst, row, refs, has_next)
 
     # Token texts for every id the result mentions.
     id_text: dict[int, str] = {}
@@ -418,37 +483,41 @@ def logit_lens(
     )  # fmt: skip
 
 
-def _row_stats(
-    out: _Stats, r: int, dst: slice, z: Tensor, final: _Ref, inp: _Ref, targets: Tensor, has_next: Tensor, k: int
-) -> None:
-    """Every statistic of one row over one chunk of n positions, from its logits z (n, V)."""
-    top = torch.topk(z, k, dim=-1)  # values, indices: (n, k), best first
-    logp, p, lse = _log_softmax(z)  # (n, V), (n, V), (n, 1)
-    sum_p_logp = torch.linalg.vecdot(p, logp)  # (n,): -H(p_row)
-    zt = z.gather(1, targets)  # (n, 3): logits of the final / next / input tokens
-    # rank = 1 + number of strictly greater logits, counted in one pass per target
-    ranks = torch.stack([(z > zt[:, j : j + 1]).sum(dim=-1) for j in range(3)], dim=1) + 1  # (n, 3)
-    logpt = zt - lse  # (n, 3)
+def _row_stats(out: _Stats, r: int, dst: slice, row: _Dist, refs: _Refs, has_next: Tensor) -> None:
+    """Every statistic of one row over one chunk of n positions.
 
-    out.top_ids[r, dst] = top.indices.cpu()
-    out.top_logits[r, dst] = top.values.cpu()
-    out.top_probs[r, dst] = (top.values - lse).exp().cpu()
+    With log p = zs - lse, each expectation of a log-probability is a dot product:
+    E_a[log p_b] = a.zs_b - lse_b. So KL(a || b) = (E_a[zs_a] - lse_a) - (a.zs_b - lse_b) and
+    H(a) = lse_a - E_a[zs_a]. A row that is a reference gets exactly zero KL to it.
+    """
+    final, inp = refs.final, refs.input
+    # Both references in one pass over the row: (n, 2, V) @ (n, V, 1) -> (n, 2)
+    ref_p_dot_zs = torch.bmm(refs.p, row.zs[:, :, None])[:, :, 0]  # p_final.zs_row, p_input.zs_row
+    p_dot_ref_zs = torch.bmm(refs.zs, row.p[:, :, None])[:, :, 0]  # p_row.zs_final, p_row.zs_input
+    for j, ref in enumerate((final, inp)):
+        if row is ref:  # the same numbers on both sides, so KL(row || itself) is exactly 0
+            ref_p_dot_zs[:, j] = p_dot_ref_zs[:, j] = row.mean_zs
+    kl = lambda a, a_dot_zs_b, b: (a.mean_zs - a.lse) - (a_dot_zs_b - b.lse)  # noqa: E731  KL(a || b): (n,)
+    logpt = (row.zt - row.shift[:, None]) - row.lse[:, None]  # (n, 3): log-probabilities of the targets
+    nan = torch.tensor(float("nan"), device=row.p.device)
+
+    out.top_ids[r, dst] = row.top.indices.cpu()
+    out.top_logits[r, dst] = row.top.values.cpu()
+    out.top_probs[r, dst] = ((row.top.values - row.shift[:, None]) - row.lse[:, None]).exp().cpu()
     values = {
-        "entropy": -sum_p_logp,
-        # KL(a || b) = sum a (log a - log b), written with the dot products above
-        "kl_final": final.neg_entropy - torch.linalg.vecdot(final.p, logp),
-        "kl_final_rev": sum_p_logp - torch.linalg.vecdot(p, final.logp),
-        "kl_input": inp.neg_entropy - torch.linalg.vecdot(inp.p, logp),
-        "kl_input_rev": sum_p_logp - torch.linalg.vecdot(p, inp.logp),
-        "logit_final": zt[:, 0], "prob_final": logpt[:, 0].exp(),
-        "logit_input": zt[:, 2], "prob_input": logpt[:, 2].exp(),
+        "entropy": row.lse - row.mean_zs,
+        "kl_final": kl(final, ref_p_dot_zs[:, 0], row),
+        "kl_final_rev": kl(row, p_dot_ref_zs[:, 0], final),
+        "kl_input": kl(inp, ref_p_dot_zs[:, 1], row),
+        "kl_input_rev": kl(row, p_dot_ref_zs[:, 1], inp),
+        "logit_final": row.zt[:, 0], "prob_final": logpt[:, 0].exp(),
+        "logit_input": row.zt[:, 2], "prob_input": logpt[:, 2].exp(),
+        "logit_next": torch.where(has_next, row.zt[:, 1], nan),
+        "prob_next": torch.where(has_next, logpt[:, 1].exp(), nan),
+        "cross_entropy": torch.where(has_next, -logpt[:, 1], nan),
     }  # fmt: skip
-    nan = torch.tensor(float("nan"), device=z.device)
-    values["logit_next"] = torch.where(has_next, zt[:, 1], nan)
-    values["prob_next"] = torch.where(has_next, logpt[:, 1].exp(), nan)
-    values["cross_entropy"] = torch.where(has_next, -logpt[:, 1], nan)
     for name, v in values.items():
         out.floats[name][r, dst] = v.float().cpu()
-    out.ranks["rank_final"][r, dst] = ranks[:, 0].cpu()
-    out.ranks["rank_next"][r, dst] = torch.where(has_next, ranks[:, 1], -1).cpu()
-    out.ranks["rank_input"][r, dst] = ranks[:, 2].cpu()
+    out.ranks["rank_final"][r, dst] = row.ranks[:, 0].cpu()
+    out.ranks["rank_next"][r, dst] = torch.where(has_next, row.ranks[:, 1], -1).cpu()
+    out.ranks["rank_input"][r, dst] = row.ranks[:, 2].cpu()

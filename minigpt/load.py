@@ -340,7 +340,7 @@ def load_files(
     state = check_tensors(tensors, model, files.weights)
     try:
         state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError, AssertionError) as e:  # AssertionError: "Torch not compiled with CUDA"
         raise CheckpointError(f"cannot move the weights to device={device!r}, dtype={dtype}: {e}") from e
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()

@@ -269,12 +269,12 @@ class GPT(nn.Module):
 
     def check_ids(self, idx: Tensor, past: int = 0) -> None:
         """Raise `InputError` unless `idx` is a (B, T) integer tensor the model can read after `past` cached tokens."""
+        if isinstance(idx, Tensor) and idx.dim() == 2 and idx.numel() == 0:
+            raise InputError("the sequence is empty: give the model at least one token")
         if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
             got = f"{tuple(idx.shape)} {idx.dtype}" if isinstance(idx, Tensor) else type(idx).__name__
             raise InputError(f"token ids must be an integer tensor of shape (B, T), got {got}; try torch.tensor([ids])")
         T, limit = idx.shape[1], self.config.n_positions
-        if T == 0 or idx.shape[0] == 0:
-            raise InputError("the sequence is empty: give the model at least one token")
         if past + T > limit:
             raise InputError(
                 f"{past + T} tokens exceed the context of {limit} positions; keep the last {limit} tokens "
