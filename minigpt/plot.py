@@ -1,0 +1,350 @@
+"""Draw a `LensResult` the way the logit-lens post draws it: layers up, positions across, a token in every cell.
+
+matplotlib only, through its object API (`matplotlib.figure.Figure`), so it works headless and
+never touches pyplot's global state. `import minigpt` does not import this module (nor
+matplotlib): import it on demand.
+
+>>> from minigpt.plot import plot_lens
+>>> fig = plot_lens(minigpt.logit_lens(model, "The dog", tokenizer=tok), "ranks")
+>>> fig.savefig("lens.png")
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+import re
+import unicodedata
+from typing import Literal, NamedTuple, Sequence
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font
+from matplotlib.patches import Rectangle
+
+from .errors import LensError
+from .lens import DECODER_DOC, LensResult
+
+__all__ = ["plot_lens", "display_token", "METRICS", "Metric"]
+
+Metric = Literal["logits", "probs", "ranks", "kl", "input_ranks", "input_kl"]
+METRICS: tuple[Metric, ...] = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
+
+# Colour-scale clips, as in the post: ranks of the final token bottom out at 100; ranks of
+# the input token at 1000 (they sit much higher, and the post wants to see where they stay).
+RANK_MAX = {"ranks": 100, "input_ranks": 1000}
+OUTLINE_GID = "outline"  # the gid of every outline patch, so tests and users can find them
+OUTLINE_COLOR = "#f28e2b"  # orange: stands out on both ends of the blue colour maps
+CELL_CHARS, TICK_CHARS = 10, 18  # longer token texts are cut with "…" (GPT-2 has 64-character tokens)
+
+
+class _View(NamedTuple):
+    what: str  # for the title
+    colorbar: str  # the colour bar's label
+    cmap: str  # light always means "close to the reference / confident"
+
+
+_VIEWS: dict[str, _View] = {
+    "logits": _View("top-1 logit", "top-1 logit", "Blues_r"),
+    "probs": _View("top-1 probability", "top-1 probability", "Blues_r"),
+    "ranks": _View("rank of the model's final top-1 token", "rank of the final top-1", "Blues"),
+    "kl": _View("KL(final ‖ row)", "KL(final ‖ row), nats", "Blues"),
+    "input_ranks": _View("rank of the input token", "rank of the input token", "Blues"),
+    "input_kl": _View("KL(input ‖ row)", "KL(input ‖ row), nats", "Blues"),
+}
+
+
+# ----------------------------------------------------------------------------
+# Token text a reader can see
+
+
+def display_token(text: str) -> str:
+    """A token's text made visible for a label: spaces as "␣", newlines as "⏎", tabs as "⇥",
+    other control, format and space characters as Python escapes (`\\x07`, `\\u200b`), and
+    characters the current matplotlib font cannot draw as `U+4E2D`. Byte fragments, which
+    `LensResult` already spells `\\xe2\\x80`, stay as they are.
+
+    >>> display_token(" the\\n")
+    '␣the⏎'
+    """
+    return _display(text, _font_key())
+
+
+@functools.lru_cache(maxsize=65536)
+def _display(text: str, font_key: tuple[str, ...]) -> str:
+    fonts = _fonts(font_key)
+    return "".join(_display_char(ch, fonts) for ch in text)
+
+
+# Each whitespace character's preferred symbol, then a fallback for fonts without it.
+_SHOWN = {" ": ("␣", "·"), "\n": ("⏎", "\\n"), "\t": ("⇥", "\\t"), "\r": ("␍", "\\r")}
+
+
+def _display_char(ch: str, fonts: list[FT2Font]) -> str:
+    if ch in _SHOWN:
+        symbol, fallback = _SHOWN[ch]
+        return symbol if _drawable(symbol, fonts) else fallback
+    if unicodedata.category(ch)[0] in "CZ":  # control, format, private use, unassigned; odd spaces
+        return ch.encode("unicode_escape").decode("ascii")
+    if not _drawable(ch, fonts):  # e.g. CJK or emoji in a font without them: an empty box otherwise
+        return f"U+{ord(ch):04X}"
+    return ch
+
+
+def _drawable(ch: str, fonts: list[FT2Font]) -> bool:
+    return any(font.get_char_index(ord(ch)) != 0 for font in fonts)
+
+
+def _has_glyph(ch: str) -> bool:
+    """Whether a font of the current default family list (with matplotlib's fallback) can draw ch."""
+    return _drawable(ch, _fonts(_font_key()))
+
+
+def _font_key() -> tuple[str, ...]:
+    # The fonts matplotlib picks depend on these rcParams; cache on them, not forever.
+    families = tuple(mpl.rcParams["font.family"])
+    generic = tuple(name for f in families if f"font.{f}" in mpl.rcParams for name in mpl.rcParams[f"font.{f}"])
+    return families + ("|",) + generic
+
+
+@functools.lru_cache(maxsize=8)
+def _fonts(key: tuple[str, ...]) -> list[FT2Font]:
+    prop = font_manager.FontProperties()  # the default family list, as every label here uses
+    try:  # the same list matplotlib >= 3.6 renders with, fallback fonts included
+        paths = font_manager.fontManager._find_fonts_by_props(prop)
+    except AttributeError:  # older matplotlib: one font, no fallback
+        paths = [font_manager.findfont(prop)]
+    return [font_manager.get_font(str(p)) for p in paths]
+
+
+def _shorten(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# ----------------------------------------------------------------------------
+# Choosing rows and positions
+
+
+def _block(label: str) -> int | None:
+    """The block index of a row label ("h.3" and "h.3.resid_mid" -> 3), None for "embed"/"prior"."""
+    m = re.fullmatch(r"h\.(\d+)(?:\..+)?", label)
+    return int(m.group(1)) if m else None
+
+
+def _choose_rows(labels: list[str], layers: int | Sequence[str] | None, sub_blocks: bool) -> list[int]:
+    """Indices of the rows to show, bottom to top in the model's order."""
+    if isinstance(layers, str):
+        layers = [layers]
+    if layers is not None and not isinstance(layers, (int, np.integer)):
+        wanted = list(layers) if isinstance(layers, Sequence) else []
+        if not wanted or not all(isinstance(w, str) for w in wanted):
+            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of row labels from: {', '.join(labels)}")
+        missing = [w for w in wanted if w not in labels]
+        if missing:
+            raise LensError(f"no row {', '.join(map(repr, missing))} in this result; the rows are {', '.join(labels)}")
+        return sorted({labels.index(w) for w in wanted})  # depth order, whatever order they were listed in
+
+    stride = 1 if layers is None else layers
+    if isinstance(stride, bool) or stride < 1:
+        raise LensError(f"layers must be a stride >= 1 or a list of row labels, got {layers!r}")
+    blocks = [_block(label) for label in labels]
+    last = max((b for b in blocks if b is not None), default=None)
+    keep = []
+    for i, (label, b) in enumerate(zip(labels, blocks)):
+        if label == "prior":
+            continue  # the same at every position, and not part of the stream: shown only when listed
+        if b is None:
+            keep.append(i)  # "embed" stays at the bottom whatever the stride
+        elif (sub_blocks or not label.endswith(".resid_mid")) and (b % stride == 0 or b == last):
+            keep.append(i)  # every stride-th block, and always the last one
+    return keep
+
+
+def _choose_positions(result: LensResult, positions: tuple[int, int] | None, max_positions: int) -> LensResult:
+    if isinstance(max_positions, bool) or not isinstance(max_positions, (int, np.integer)) or max_positions < 1:
+        raise LensError(f"max_positions must be a positive integer, got {max_positions!r}")
+    if positions is None:
+        T = len(result)
+        return result.positions(T - max_positions, T) if T > max_positions else result
+    if (
+        isinstance(positions, str)
+        or not isinstance(positions, Sequence)
+        or len(positions) != 2
+        or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in positions)
+    ):
+        raise LensError(f"positions must be a pair of integers (start, end) into 0:{len(result)}, got {positions!r}")
+    return result.positions(int(positions[0]), int(positions[1]))  # raises LensError when out of range
+
+
+# ----------------------------------------------------------------------------
+# The statistic behind the colours
+
+
+def _statistic(
+    result: LensResult, rows: list[int], metric: str, kl_max: float
+) -> tuple[np.ndarray, Normalize, str, str]:
+    """The (R, T) colour values of these rows (already clipped), their norm, the colour bar's `extend`, and its label."""
+    view = _VIEWS[metric]
+    if metric in ("logits", "probs"):
+        values = (result.top_logits if metric == "logits" else result.top_probs)[rows, :, 0].astype(np.float64)
+        if metric == "probs":
+            return values, Normalize(0.0, 1.0), "neither", view.colorbar
+        # Logits have no natural scale, and the embed row is often far off: use the 5th to 95th
+        # percentile of the cells shown, as the post does, so the rows in between stay distinguishable.
+        finite = values[np.isfinite(values)]
+        lo, hi = np.percentile(finite, [5, 95]) if finite.size else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        return values, Normalize(lo, hi), "both", view.colorbar
+    if metric in RANK_MAX:
+        top = RANK_MAX[metric]
+        ranks = result.rank_final if metric == "ranks" else result.rank_input
+        values = np.clip(ranks[rows], 1, top).astype(np.float64)
+        return values, LogNorm(1, top), "max", f"{view.colorbar}\n(clipped at {top})"
+    kl = result.kl_final if metric == "kl" else result.kl_input
+    # KL >= 0; float rounding can give -1e-7 for a row equal to its reference.
+    values = np.clip(kl[rows].astype(np.float64), 0.0, kl_max)
+    return values, Normalize(0.0, kl_max), "max", f"{view.colorbar}\n(clipped at {kl_max:g})"
+
+
+def _decoder_words(decoder: str) -> str:
+    name, _, k = decoder.partition(":")
+    words = DECODER_DOC.get(name)
+    if words is None:
+        return decoder
+    return words.format(k=k) if name == "last_blocks" else words
+
+
+def _text_color(cmap: Colormap, norm: Normalize, value: float) -> str:
+    if not np.isfinite(value):
+        return "black"
+    r, g, b, _ = cmap(norm(value))
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"  # perceived brightness
+
+
+# ----------------------------------------------------------------------------
+# The plot
+
+
+def plot_lens(
+    result: LensResult,
+    metric: Metric = "logits",
+    *,
+    layers: int | Sequence[str] | None = None,
+    positions: tuple[int, int] | None = None,
+    max_positions: int = 20,
+    sub_blocks: bool = True,
+    kl_max: float = 10.0,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Draw the logit lens as a grid: one row per layer (`embed` at the bottom), one column per position.
+
+    Reading it:
+      - bottom axis: the input token at each position (spaces "␣", newlines "⏎"; see `display_token`);
+      - top axis: the true next token, with a "*" where the model's final top-1 guess is that token;
+      - each cell: the row's top-1 token at that position (what that layer "would predict");
+      - outlined cell (orange; a Rectangle with gid "outline"): the row's top-1 is already the model's final top-1;
+      - colour (light = closer to the reference, or more confident), by `metric`:
+        "logits": the top-1 token's logit (scale from the 5th to the 95th percentile);
+        "probs": its probability (0 to 1);
+        "ranks": the rank of the model's final top-1 in this row (log scale, 1 to 100);
+        "kl": KL(p_final ‖ p_row) in nats, clipped at `kl_max`;
+        "input_ranks": the rank of the input token (log scale, 1 to 1000);
+        "input_kl": KL(p_input ‖ p_row) in nats, with the same clip as "kl" so the two compare.
+
+    layers: an int n keeps every n-th block (h.0, h.n, h.2n, ...) and always the last one and
+      `embed`; a list of row labels shows exactly those rows (in depth order). The "prior" row, if
+      the result has one, is shown only when listed.
+    positions: (start, end) into the result's positions, shown in full; when None, the last
+      `max_positions` of a longer result.
+    kl_max: top of both KL colour scales, in nats (the post cut gpt2-xl's at 30; 10 keeps the
+      differences between middle layers of the smaller models visible).
+    sub_blocks: show the "h.l.resid_mid" rows when the result has them (a list in `layers` wins).
+    ax: draw into this Axes (its figure is returned) instead of a new, suitably sized Figure.
+    """
+    if metric not in METRICS:
+        raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if isinstance(kl_max, bool) or not (isinstance(kl_max, numbers.Real) and 0 < kl_max < math.inf):
+        raise LensError(f"kl_max must be a positive number of nats, got {kl_max!r}")
+    rows = _choose_rows(result.labels, layers, sub_blocks)
+    if not rows:
+        raise LensError(f"no rows left to show out of {', '.join(result.labels)}; list some in layers=")
+    res = _choose_positions(result, positions, max_positions)
+    R, T = len(rows), len(res)
+
+    values, norm, extend, colorbar_label = _statistic(res, rows, metric, kl_max)  # (R, T), bottom row first
+    top1 = res.top_ids[rows, :, 0]  # (R, T)
+    cells = [[_shorten(display_token(res.text(i)), CELL_CHARS) for i in row] for row in top1]
+    bottom = [_shorten(display_token(t), TICK_CHARS) for t in res.tokens]
+    top = [
+        "" if nxt is None else _shorten(display_token(nxt), TICK_CHARS) + ("*" if f == n else "")
+        for nxt, f, n in zip(res.next_tokens, res.final_ids, res.next_ids)
+    ]
+    labels = [result.labels[r] for r in rows]
+
+    if ax is None:
+        # Size from the content: cells wide enough for their text, margins for the labels.
+        longest = max(len(s) for row in cells for s in row)
+        cell_w = min(max(0.18 + 0.075 * longest, 0.55), 1.05)
+        tick = max(len(s) for s in bottom + top + [""])
+        width = 1.2 + 0.075 * max(map(len, labels)) + T * cell_w + 1.3
+        margins = 1.5 + 2 * 0.055 * tick  # title, axis labels and the tilted tokens
+        height = max(margins + R * 0.32, 4.0)
+        fig = Figure(figsize=(max(width, 4.5), height), layout="constrained")
+        ax = fig.add_subplot()
+        # A colour bar about 0.16 in wide and as tall as the grid (fraction is of the grid's width).
+        bar_aspect, bar_fraction = max((height - margins) / 0.16, 5.0), min(max(0.16 / (T * cell_w), 0.05), 0.3)
+    else:
+        fig = ax.figure.figure  # the root Figure, also when ax sits in a SubFigure
+        bar_aspect, bar_fraction = 20.0, 0.05
+    ax.set_gid("lens")
+
+    cmap = mpl.colormaps[_VIEWS[metric].cmap].with_extremes(bad="#dddddd")
+    image = ax.imshow(values, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest")
+    size = 8 if max(len(s) for row in cells for s in row) <= 8 else 7
+    for r in range(R):
+        for t in range(T):
+            ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=size, clip_on=True,
+                    color=_text_color(cmap, norm, values[r, t]), parse_math=False)  # fmt: skip
+            if top1[r, t] == res.final_ids[t]:
+                ax.add_patch(Rectangle((t - 0.46, r - 0.46), 0.92, 0.92, fill=False, edgecolor=OUTLINE_COLOR,
+                                       linewidth=1.6, gid=OUTLINE_GID))  # fmt: skip
+
+    # Thin white lines between cells (two line collections: far cheaper than minor-tick grids).
+    ax.vlines(np.arange(0.5, T - 1), -0.5, R - 0.5, colors="white", linewidth=0.6)
+    ax.hlines(np.arange(0.5, R - 1), -0.5, T - 0.5, colors="white", linewidth=0.6)
+    ax.tick_params(length=2, labelsize=9)
+    ax.set_yticks(np.arange(R), labels)
+    ax.set_xticks(np.arange(T), bottom, rotation=45, ha="right", rotation_mode="anchor")
+    span = f"position {res.start}" if T == 1 else f"positions {res.start}–{res.start + T - 1}"
+    ax.set_xlabel(f"input token ({span})", parse_math=False)
+    ax.set_ylabel("layer", parse_math=False)
+
+    next_axis = ax.secondary_xaxis("top")
+    next_axis.set_gid("next_tokens")
+    next_axis.set_xticks(np.arange(T), top, rotation=45, ha="left", rotation_mode="anchor")
+    next_axis.tick_params(length=2, labelsize=9)
+    next_axis.set_xlabel("next token (* = the model's top guess)", parse_math=False)
+    # Token text is never mathtext ("$5" would start a formula): switch parsing off on every label.
+    # (label2 too: it is hidden, but a user may switch it on with tick_params.)
+    for axis in (ax.xaxis, ax.yaxis, next_axis.xaxis):
+        for tick in axis.get_major_ticks():
+            tick.label1.set_parse_math(False)
+            tick.label2.set_parse_math(False)
+
+    bar = fig.colorbar(image, ax=ax, extend=extend, fraction=bar_fraction, pad=0.02, aspect=bar_aspect)
+    bar.set_label(colorbar_label, parse_math=False)
+    if isinstance(norm, LogNorm):  # plain 1, 10, 100 rather than 10^0, 10^1, 10^2
+        decades = [10**i for i in range(int(np.log10(norm.vmax)) + 1)]
+        bar.set_ticks(decades, labels=[str(d) for d in decades])
+    bar.ax.tick_params(labelsize=8)
+    if title is None:
+        title = f"Logit lens: {_VIEWS[metric].what}\ndecoder: {_decoder_words(res.decoder)}"
+    ax.set_title(title, fontsize=11, parse_math=False)
+    return fig
