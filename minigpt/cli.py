@@ -1,0 +1,439 @@
+"""The `minigpt` command: `lens`, `generate` and `download`.
+
+    minigpt lens "The dog ran to the park" --model gpt2 --metric ranks -o lens.png
+    minigpt generate "The dog" --model gpt2 -n 20 --temperature 0
+    minigpt download gpt2-xl --dir weights/gpt2-xl
+
+Every error ends the command with one line on stderr and no traceback: exit code 2 for
+a bad command line, 1 for what goes wrong while running (a model that cannot be loaded,
+text that does not fit, a file that cannot be written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, Sequence
+
+import torch
+
+from .errors import InputError, MinigptError
+from .lens import DECODERS
+
+if TYPE_CHECKING:
+    import tiktoken
+
+    from .lens import LensResult
+    from .model import GPT
+
+# The views of `minigpt.plot.plot_lens` (its METRICS; a test checks they agree). Spelled
+# out here so that the parser can list them without importing matplotlib.
+METRICS = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
+METRIC_HELP = {
+    "logits": "each cell: the row's top-1 token, coloured by its logit",
+    "probs": "each cell: the row's top-1 token, coloured by its probability",
+    "ranks": "rank of the model's final top-1 token in each row (1 = the row already predicts it)",
+    "kl": "KL(p_final || p_row) in nats: how far each row is from the model's output",
+    "input_ranks": "rank of the input token in each row (does the row still 'see' its input?)",
+    "input_kl": "KL(p_input || p_row) in nats, p_input being the embed row's distribution",
+}
+
+LENS_EPILOG = """\
+metrics:
+{metrics}
+
+rows (--layers):
+  The rows are "embed" (the token + position embeddings), then "h.0", "h.1", ... (the output
+  of each block; with --sub-blocks, "h.N.resid_mid" before each, after attention and before
+  the MLP). The last row decodes to the model's own logits.
+    --layers 2            a stride: every 2nd block (h.0, h.2, ...), plus embed and the last block
+    --layers 0,5,11       these blocks (h.0, h.5, h.11)
+    --layers embed,h.5    row labels; mix freely with block numbers
+    --layers h.5          one row (a lone number is a stride, so name it)
+
+positions (--range):
+  START:END selects tokens START..END-1 (0-based, as a Python slice; either end may be left
+  out, negatives count from the end). The model still reads the whole text; only these
+  positions are decoded. A figure shows at most --max-positions of them (the last ones); the
+  JSON has them all. Write a negative start with '=': --range=-10: (the last 10 tokens).
+
+examples:
+  minigpt lens "Sometimes, when people say plasma, they mean a state of matter." --model gpt2 -o lens.png
+  minigpt lens --text-file abstract.txt --model gpt2-xl --metric ranks --range 95:105 --layers 2 -o ranks.png
+  minigpt lens "The dog ran" --model weights/gpt2 --metric kl --sub-blocks --json lens.json -o kl.png
+  minigpt lens --text-file book.txt --model gpt2 --truncate --range=-20: -o tail.png
+  minigpt lens "The dog ran" --model gpt2 --decoder last_blocks --last-blocks 2 -o lens.png
+"""
+
+MAIN_EPILOG = """\
+models (--model): a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2), a hub id
+(openai-community/gpt2), a local directory (config.json + model.safetensors [+ vocab.json,
+merges.txt]) or a single .safetensors file. Hub files are cached in the Hugging Face cache.
+
+examples:
+  minigpt download gpt2 --dir weights/gpt2
+  minigpt lens "The dog ran to the park" --model weights/gpt2 --metric ranks -o lens.png
+  minigpt generate "The dog" --model gpt2 -n 20 --temperature 0
+  minigpt lens --help
+"""
+
+
+class CommandError(Exception):
+    """A failure the user can fix, reported as one line; `code` is the exit status."""
+
+    code = 1
+
+
+class UsageError(CommandError):
+    """A bad command line found after parsing (exit status 2, like argparse's own errors)."""
+
+    code = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ----------------------------------------------------------------------------
+# Parsing argument values
+
+
+def parse_layers(spec: str) -> int | list[str]:
+    """'2' -> a stride 2; '0,5,h.3.resid_mid' -> ['h.0', 'h.5', 'h.3.resid_mid']."""
+    spec = spec.strip()
+    if spec.isdigit():
+        if int(spec) < 1:
+            raise argparse.ArgumentTypeError("a stride must be at least 1")
+        return int(spec)
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a stride like 2 or a list like 0,5,11, got {spec!r}")
+    return [f"h.{s}" if s.isdigit() else s for s in items]
+
+
+def parse_range(spec: str) -> slice:
+    """'10:20' -> slice(10, 20); ':5', '-8:' and '3:-1' work as Python slices do."""
+    start, colon, end = spec.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        return slice(int(start) if start.strip() else None, int(end) if end.strip() else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END such as 10:20, :5 or -8:, got {spec!r}") from None
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def row_labels(n_layer: int, sub_blocks: bool) -> list[str]:
+    """The lens's row labels for a model (as `logit_lens` names them), to check --layers before the work."""
+    labels = ["embed"]
+    for layer in range(n_layer):
+        labels += [f"h.{layer}.resid_mid", f"h.{layer}"] if sub_blocks else [f"h.{layer}"]
+    return labels
+
+
+# ----------------------------------------------------------------------------
+# Shared steps
+
+
+def check_device(spec: str | None) -> str | None:
+    """Refuse a device that torch doesn't know or this machine doesn't have, before loading anything."""
+    if spec is None:
+        return None
+    try:
+        device = torch.device(spec)
+    except RuntimeError as e:
+        raise UsageError(f"--device {spec!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {spec}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {spec}: MPS is not available on this machine; use --device cpu")
+    return spec
+
+
+def load(name: str, device: str | None) -> tuple[GPT, tiktoken.Encoding]:
+    from . import GPT, load_tokenizer
+
+    return GPT.from_pretrained(name, device=device), load_tokenizer(name)
+
+
+def check_output(path: Path, flag: str) -> None:
+    """Fail before the (possibly long) computation when an output file cannot be created."""
+    if path.is_dir():
+        raise CommandError(f"cannot write {flag} {path}: it is a directory; give a file name")
+    parent = path.absolute().parent
+    for folder in [parent, *parent.parents]:  # the nearest existing folder on the way decides
+        if folder.exists():
+            if not folder.is_dir():
+                raise CommandError(f"cannot write {flag} {path}: {folder} is a file, not a directory")
+            if folder != parent:
+                raise CommandError(f"cannot write {flag} {path}: the folder {parent} does not exist; create it first")
+            return
+
+
+def read_text(args: argparse.Namespace) -> str:
+    if args.text_file is None:
+        return args.text
+    try:
+        if args.text_file == "-":
+            return sys.stdin.read()
+        return Path(args.text_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CommandError(f"cannot read --text-file {args.text_file}: {why}") from None
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------
+# minigpt lens
+
+
+def cmd_lens(args: argparse.Namespace) -> int:
+    from .lens import logit_lens
+
+    if args.text is None and args.text_file is None:
+        raise UsageError("give a TEXT argument or --text-file PATH")
+    if args.text is not None and args.text_file is not None:
+        raise UsageError("give the text either as an argument or with --text-file, not both")
+    if args.output is None and args.json is None:
+        raise UsageError("nothing to write: give -o PNG and/or --json PATH")
+    decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "ln_f")
+    if args.last_blocks is not None and decoder != "last_blocks":
+        raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
+    device = check_device(args.device)
+    text = read_text(args)
+    if not text:
+        raise InputError("the text is empty: give the lens at least one token")
+    if args.output is not None:
+        check_output(args.output, "-o")
+        check_format(args.output)
+    if args.json is not None:
+        check_output(args.json, "--json")
+
+    model, tok = load(args.model, device)
+    ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
+    n_ctx = model.config.n_positions
+    if len(ids) > n_ctx:
+        if not args.truncate:
+            raise InputError(
+                f"the text is {len(ids)} tokens, more than the model's context of {n_ctx}; "
+                f"pass --truncate to keep the last {n_ctx} tokens, or shorten the text"
+            )
+        note(f"lens: the text is {len(ids)} tokens; --truncate keeps the last {n_ctx} (the model's context)")
+        ids = ids[-n_ctx:]
+    labels = row_labels(model.config.n_layer, args.sub_blocks)
+    if isinstance(args.layers, list):
+        unknown = [s for s in args.layers if s not in labels]
+        if unknown:
+            raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
+    lo, hi, _ = (args.range or slice(None)).indices(len(ids))
+    if lo >= hi:
+        raise InputError(
+            f"--range {range_text(args.range)} selects no position: the text has {len(ids)} tokens; "
+            f"use START:END within 0:{len(ids)}"
+        )
+    if hi - lo > args.max_positions:
+        if args.output is not None:
+            shown = f"the last {args.max_positions} of {hi - lo} positions"
+            note(f"lens: the figure shows {shown} (choose with --range or --max-positions)")
+        if args.json is None:
+            lo = hi - args.max_positions  # the figure needs no more: decode only what it shows
+    note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {decoder}) ...")
+
+    result = logit_lens(
+        model, torch.tensor(ids), tokenizer=tok, decoder=decoder, last_blocks=args.last_blocks or 1,
+        k=args.top_k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
+    )  # fmt: skip
+    if args.json is not None:
+        result.to_json(args.json)
+        note(f"lens: wrote {args.json}")
+    if args.output is not None:
+        save_plot(result, args)
+        note(f"lens: wrote {args.output}")
+    return 0
+
+
+def check_format(path: Path) -> None:
+    """matplotlib picks the format from the suffix: check it now rather than after the work."""
+    from matplotlib.figure import Figure
+
+    formats = Figure().canvas.get_supported_filetypes()
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix not in formats:
+        raise UsageError(f"-o {path}: unknown image format {suffix or '(no suffix)'!r}; use e.g. .png, .svg or .pdf")
+
+
+def save_plot(result: LensResult, args: argparse.Namespace) -> None:
+    from .plot import plot_lens  # matplotlib only now: `minigpt generate` never imports it
+
+    fig = plot_lens(
+        result, args.metric, layers=args.layers, max_positions=args.max_positions,
+        sub_blocks=args.sub_blocks, kl_max=args.kl_max, title=args.title,
+    )  # fmt: skip
+    fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
+
+
+def summary(labels: list[str]) -> str:
+    return ", ".join(labels) if len(labels) <= 8 else f"{', '.join(labels[:4])}, ..., {', '.join(labels[-2:])}"
+
+
+def range_text(s: slice) -> str:
+    return f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
+
+
+# ----------------------------------------------------------------------------
+# minigpt generate and minigpt download
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    device = check_device(args.device)
+    if not args.prompt:
+        raise InputError("the prompt is empty: give at least one token to continue")
+    model, tok = load(args.model, device)
+    ids = torch.tensor(tok.encode_ordinary(args.prompt))
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    out = generate(model, ids, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    print(tok.decode(out[len(ids) :].tolist()))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .load import download
+
+    target = download(args.name, args.dir)
+    print(target)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# The parser and main
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="minigpt", description="A compact GPT-2 with a logit lens.",
+        epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    lens = commands.add_parser(
+        "lens", help="plot the logit lens of a text (and/or save it as JSON)",
+        description="Decode the residual stream after every block into next-token predictions, and plot them\n"
+        "(rows: layers, bottom to top; columns: input positions).",
+        epilog=LENS_EPILOG.format(metrics="\n".join(f"  {m:12} {h}" for m, h in METRIC_HELP.items())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    source = lens.add_argument_group("input")
+    source.add_argument("text", nargs="?", metavar="TEXT", help="the text to read (or use --text-file)")
+    source.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file ('-' for stdin)")
+    source.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
+    source.add_argument("--truncate", action="store_true",
+                        help="keep the last n_positions tokens of a text longer than the context")
+    source.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cpu)")
+    output = lens.add_argument_group("output (at least one)")
+    output.add_argument("-o", "--output", type=Path, metavar="PNG", help="image to write (.png, .svg, .pdf, ...)")
+    output.add_argument("--json", type=Path, metavar="PATH",
+                        help="write every statistic as JSON (NaN as null; all positions of --range)")
+    lens_view = lens.add_argument_group("what the figure shows")
+    lens_view.add_argument("--metric", choices=METRICS, default="logits", help="what the colours show (default: logits)")
+    lens_view.add_argument("--layers", type=parse_layers, metavar="SPEC",
+                           help="rows: a stride (2) or a list (0,5,11 or embed,h.5); see below (default: all)")
+    lens_view.add_argument("--range", type=parse_range, metavar="START:END", help="positions to decode (default: all)")
+    lens_view.add_argument("--max-positions", type=positive_int, default=20, metavar="N",
+                           help="most positions in one figure, the last ones of the range (default: 20)")
+    lens_view.add_argument("--kl-max", type=float, default=10.0, metavar="NATS",
+                           help="top of the KL colour scale (default: 10)")
+    lens_view.add_argument("--title", help="figure title")
+    lens_view.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
+    lens_how = lens.add_argument_group("how rows are decoded")
+    lens_how.add_argument("--decoder", choices=DECODERS, help="how a row becomes logits (default: ln_f, the model's own)")
+    lens_how.add_argument("--last-blocks", type=positive_int, metavar="K",
+                          help="with --decoder last_blocks: run the last K blocks before ln_f")
+    lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
+    lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+                          help="top tokens kept per cell in the JSON (default: 5)")
+    lens.set_defaults(run=cmd_lens)
+
+    gen = commands.add_parser(
+        "generate", help="continue a prompt",
+        description="Sample a continuation of PROMPT and print it (the prompt itself is not repeated).",
+        epilog="examples:\n  minigpt generate \"The dog\" --model gpt2 -n 20 --temperature 0\n"
+        "  minigpt generate \"Once upon a time\" --model gpt2 -n 60 --top-k 40 --seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    gen.add_argument("prompt", metavar="PROMPT")
+    gen.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
+    gen.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=40, help="tokens to add (default: 40)")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding (default: 1.0)")
+    gen.add_argument("--top-k", type=positive_int, help="sample only among the K likeliest tokens")
+    gen.add_argument("--seed", type=int, help="seed the sampling, for repeatable output")
+    gen.add_argument("--device", help="torch device, e.g. cpu, cuda, mps (default: cpu)")
+    gen.set_defaults(run=cmd_generate)
+
+    dl = commands.add_parser(
+        "download", help="fetch a checkpoint from the hub into a directory",
+        description="Download a checkpoint (through the Hugging Face cache) and copy model.safetensors, "
+        "config.json, vocab.json and merges.txt into a directory, to use offline as --model DIR.",
+        epilog="examples:\n  minigpt download gpt2\n  minigpt download gpt2-xl --dir weights/gpt2-xl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    dl.add_argument("name", metavar="NAME", help="a preset (gpt2, ..., distilgpt2) or a hub id")
+    dl.add_argument("--dir", type=Path, help="where to put the files (default: weights/NAME)")
+    dl.set_defaults(run=cmd_download)
+    return parser
+
+
+def one_line(error: BaseException) -> str:
+    # Some library messages span lines; the CLI promises one.
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `minigpt` command with `argv` (default: sys.argv[1:]); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or argparse's one-line usage error
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(f"minigpt {args.command}: error: {one_line(e)} (see 'minigpt {args.command} --help')", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("minigpt: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, MinigptError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"minigpt: error: {one_line(e)}", file=sys.stderr)
+        return e.code if isinstance(e, CommandError) else 1
+    except Exception as e:  # a bug, or a library failing in a way minigpt doesn't know: still one line
+        if args.debug:
+            raise
+        print(f"minigpt: error: {type(e).__name__}: {one_line(e)} (minigpt --debug ... shows the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
