@@ -3,7 +3,8 @@
     python benchmarks/lens.py [--shapes gpt2 gpt2-xl] [--tokens 1024] [--repeats 3]
 
 For each shape (random weights), in fresh processes so that peak memory is each one's own:
-  - lens: `minigpt.logit_lens` with every statistic over all rows, full vocabulary;
+  - lens: `minigpt.logit_lens` with every statistic over all rows, full vocabulary, given the
+    residual stream (`resid=`; the forward pass is timed by benchmarks/forward.py);
   - floor: the same unembedding matmuls alone, R x ([T, C] @ [C, V]), with torch's default
     `mm` and with oneDNN (`torch._C._nn.mkldnn_linear`, the kernel behind `torch.utils.mkldnn`);
   - naive: materialise every row's logits (R, T, V), then log_softmax and the same statistics.
@@ -33,8 +34,8 @@ def make_model(shape: str) -> GPT:
     return GPT(PRESETS[shape]).eval()
 
 
-def floors(model: GPT, normed: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Seconds for R x ([T, C] @ [C, V]): torch's default mm, and oneDNN."""
+def floor_fns(model: GPT, normed: torch.Tensor) -> dict:
+    """R x ([T, C] @ [C, V]) with torch's default mm, and with oneDNN."""
     W = model.wte.weight
     W_onednn = W.detach().to_mkldnn()
     out = torch.empty(normed.shape[1], W.shape[0])
@@ -47,7 +48,7 @@ def floors(model: GPT, normed: torch.Tensor, repeats: int) -> dict[str, float]:
         for h in normed:
             torch._C._nn.mkldnn_linear(h.to_mkldnn(), W_onednn, None).to_dense()
 
-    return interleaved({"mm": mm, "onednn": onednn}, repeats)
+    return {"floor_mm": mm, "floor_onednn": onednn}
 
 
 def naive_lens(model: GPT, resid: torch.Tensor, ids: torch.Tensor, k: int = 5) -> None:
@@ -76,15 +77,15 @@ def child(shape: str, T: int, repeats: int, mode: str) -> dict:
     result: dict = {"shape": shape, "T": T, "weights_gb": weights / GB, "peak_after_forward_gb": after_forward / GB}
     if mode == "lens":
         reset_peak_rss()
-        seconds = [timed(lambda: logit_lens(model, ids)) for _ in range(repeats)]
+        logit_lens(model, ids, resid=resid)  # also the warm-up
         peak = peak_rss_since_reset()
         result.update(
-            lens_s=min(seconds), lens_s_all=seconds, lens_peak_gb=peak / GB,
-            lens_extra_gb=(max(peak, after_forward) - after_forward) / GB, lens_above_weights_gb=(peak - weights) / GB,
+            lens_peak_gb=peak / GB, lens_extra_gb=(max(peak, after_forward) - after_forward) / GB,
+            lens_above_weights_gb=(peak - weights) / GB,
         )  # fmt: skip
-        normed = model.ln_f(resid)
-        result.update({f"floor_{k}_s": v for k, v in floors(model, normed, repeats).items()})
-        result["rows"] = normed.shape[0]
+        fns = {"lens": lambda: logit_lens(model, ids, resid=resid), **floor_fns(model, model.ln_f(resid))}
+        result.update({f"{name}_s": t for name, t in interleaved(fns, repeats).items()})
+        result["rows"] = resid.shape[0]
     else:
         reset_peak_rss()
         result["naive_s"] = timed(lambda: naive_lens(model, resid, ids))

@@ -157,11 +157,7 @@ class LensResult:
 
     def positions(self, start: int | None = None, end: int | None = None) -> LensResult:
         """The result restricted to positions [start, end) of this result (negative indices count from the end)."""
-        T = len(self)
-        lo = 0 if start is None else (start + T if start < 0 else start)
-        hi = T if end is None else (end + T if end < 0 else end)
-        if not 0 <= lo < hi <= T:
-            raise LensError(f"positions {start}:{end} are out of range for {T} positions; use a non-empty slice of 0:{T}")
+        lo, hi = position_range(start, end, len(self))
         sliced = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -174,7 +170,7 @@ class LensResult:
 
     def __getitem__(self, positions: slice) -> LensResult:
         if not isinstance(positions, slice) or positions.step not in (None, 1):
-            raise LensError("index a LensResult with a positions slice such as result[10:20]")
+            raise LensError("index a LensResult with a contiguous positions slice such as result[10:20]")
         return self.positions(positions.start, positions.stop)
 
     # -- saving it
@@ -224,6 +220,15 @@ class LensResult:
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+
+def position_range(start: int | None, end: int | None, T: int) -> tuple[int, int]:
+    """Resolve a positions slice start:end (negative counts from the end) to 0 <= lo < hi <= T, or raise."""
+    lo = 0 if start is None else (start + T if start < 0 else start)
+    hi = T if end is None else (end + T if end < 0 else end)
+    if not 0 <= lo < hi <= T:
+        raise LensError(f"positions {start}:{end} are out of range for {T} positions; use a non-empty slice of 0:{T}")
+    return lo, hi
 
 
 def _json_safe(a: np.ndarray) -> Any:
@@ -354,6 +359,7 @@ def logit_lens(
     positions: slice | None = None,
     chunk_size: int = 256,
     keep_logits: bool = False,
+    resid: Tensor | None = None,
 ) -> LensResult:
     """Decode the residual stream after every block of `model` on one sequence.
 
@@ -367,6 +373,8 @@ def logit_lens(
     positions: compute only these positions (the model still reads the whole sequence).
     chunk_size: positions decoded at once; extra memory is about 8 * chunk_size * V floats.
     keep_logits: also return every row's logits, (R, T, V) float32.
+    resid: the residual stream `model(ids).resid` ((L + 1, 1, T, C) or (L + 1, T, C)) when you
+      already have it, to skip the forward pass (not used with sub_blocks, which needs its parts).
 
     >>> lens = logit_lens(model, "The dog", tokenizer=tok)
     >>> lens.top_ids.shape   # (rows, positions, k)
@@ -384,14 +392,22 @@ def logit_lens(
     ids = _as_ids(model, tokens, tokenizer)  # (T,)
     T_all = ids.shape[0]
     model.check_ids(ids[None])
-    lo, hi, step = (positions or slice(None)).indices(T_all)
-    if step != 1 or lo >= hi:
-        raise LensError(f"positions {positions} select nothing out of {T_all} positions; use a slice like slice(0, {T_all})")
+    if positions is None:
+        positions = slice(None)
+    if not isinstance(positions, slice) or positions.step not in (None, 1):
+        raise LensError(f"positions must be a contiguous slice such as slice(10, 20), got {positions!r}")
+    lo, hi = position_range(positions.start, positions.stop, T_all)
 
     # The stream: (L + 1, T, C) after each block, plus the sub-block rows when asked.
     if sub_blocks:
         parts = residual_parts(model, ids[None])
         resid = torch.cat([parts.resid_pre[:1], parts.resid_post])[:, 0]  # (L + 1, T, C)
+    elif resid is not None:
+        expected = (L + 1, T_all, model.config.n_embd)
+        resid = resid[:, 0] if resid.dim() == 4 and resid.shape[1] == 1 else resid
+        if tuple(resid.shape) != expected:
+            raise LensError(f"resid has shape {tuple(resid.shape)}, expected {expected} for these tokens: pass model(ids).resid")
+        resid = resid.to(model.device)
     else:
         resid = model(ids[None]).resid[:, 0]  # (L + 1, T, C)
     labels: list[str] = []
