@@ -38,8 +38,8 @@ def main() -> None:
     figures = {
         "plasma_logits": plot_lens(lens[-LAST:], "logits", layers=layers),
         "plasma_ranks": plot_lens(lens[-LAST:], "ranks", layers=layers),
-        "plasma_first_input_ranks": plot_lens(lens[first - 4 : first + 5], "input_ranks", layers=layers),
-        "plasma_first_input_kl": plot_lens(lens[first - 4 : first + 5], "input_kl", layers=layers),
+        "plasma_first_input_ranks": plot_lens(lens[max(first - 4, 0) : first + 5], "input_ranks", layers=layers),
+        "plasma_first_input_kl": plot_lens(lens[max(first - 4, 0) : first + 5], "input_kl", layers=layers),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for name, fig in figures.items():
