@@ -2,7 +2,8 @@
 
 Accepted forms, tried in this order so that every name has one meaning:
   1. an existing path: a directory (config.json + model.safetensors [+ vocab.json, merges.txt])
-     or a single `.safetensors` file (the config is then inferred from the tensor shapes);
+     or a single `.safetensors` file (with the config.json beside it if there is one, else the
+     config is inferred from the tensor shapes);
   2. a preset name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2") or an
      `owner/name` hub id: fetched through `huggingface_hub` into the standard HF cache;
   3. anything else is an error that lists the presets.
@@ -18,7 +19,8 @@ import logging
 import os
 import re
 import shutil
-import socket
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -84,26 +86,30 @@ def resolve(name_or_path: str | os.PathLike) -> CheckpointFiles:
 
 
 def local_files(path: Path) -> CheckpointFiles:
-    """The files of a local directory or single file, checked for presence and format."""
+    """The files of a local directory or single file, checked for presence and format.
+
+    A single `.safetensors` file also uses the config.json and tokenizer files beside it, if any.
+    """
     if path.is_file():
         if path.suffix in PICKLE_SUFFIXES:
             raise PickleCheckpointError(pickle_message(path))
         if path.suffix != ".safetensors":
             raise CheckpointError(f"{path} is not a .safetensors file; minigpt loads weights from safetensors only")
-        return CheckpointFiles(weights=path)
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        pickles = [p.name for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
-        if pickles:
-            raise PickleCheckpointError(pickle_message(path / pickles[0]))
-        if (path / "model.safetensors.index.json").exists():
-            raise CheckpointError(f"{path} holds a sharded checkpoint; minigpt expects one model.safetensors file")
-        raise CheckpointError(
-            f"{path} has no model.safetensors; point minigpt at a directory with config.json and "
-            "model.safetensors, or at a .safetensors file"
-        )
-    optional = lambda name: (path / name) if (path / name).is_file() else None  # noqa: E731
-    return CheckpointFiles(weights, optional("config.json"), optional("vocab.json"), optional("merges.txt"))
+        weights, folder = path, path.parent
+    else:
+        weights, folder = path / "model.safetensors", path
+        if not weights.is_file():
+            pickles = [p.name for p in sorted(path.iterdir()) if p.suffix in PICKLE_SUFFIXES]
+            if pickles:
+                raise PickleCheckpointError(pickle_message(path / pickles[0]))
+            if (path / "model.safetensors.index.json").exists():
+                raise CheckpointError(f"{path} holds a sharded checkpoint; minigpt expects one model.safetensors file")
+            raise CheckpointError(
+                f"{path} has no model.safetensors; point minigpt at a directory with config.json and "
+                "model.safetensors, or at a .safetensors file"
+            )
+    beside = lambda name: (folder / name) if (folder / name).is_file() else None  # noqa: E731
+    return CheckpointFiles(weights, beside("config.json"), beside("vocab.json"), beside("merges.txt"))
 
 
 def pickle_message(path: Path) -> str:
@@ -118,21 +124,30 @@ def pickle_message(path: Path) -> str:
 # The hub
 
 
-def hub_reachable() -> bool:
-    """Whether the hub's host accepts a connection within a few seconds.
+def http_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a server answers an HTTP HEAD request for `url` within `timeout` seconds.
 
-    `huggingface_hub` retries an unreachable host for about 25 s and logs each retry;
-    asking first lets minigpt fail (or fall back to the cache) at once and quietly.
+    A TCP connect is not enough: a stalled proxy accepts connections, and huggingface_hub then
+    retries for minutes. Any HTTP answer, an error status included, means the server is there.
+    """
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def hub_reachable() -> bool:
+    """Whether the hub answers within a few seconds.
+
+    `huggingface_hub` retries an unreachable host for about 25 s (a stalled one for minutes) and
+    logs each retry; asking first lets minigpt fail (or fall back to the cache) at once and quietly.
     """
     from huggingface_hub import constants
 
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    return http_reachable(constants.ENDPOINT.rstrip("/") + "/api/models/openai-community/gpt2")
 
 
 def offline_hint() -> str:

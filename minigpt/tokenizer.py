@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -104,10 +103,10 @@ def tiktoken_gpt2() -> tiktoken.Encoding:
         )
         if constants.HF_HUB_OFFLINE:
             raise TokenizerError(f"the GPT-2 tokenizer is not cached and HF_HUB_OFFLINE is set; {hint}")
-        try:
-            socket.create_connection((TIKTOKEN_HOST, 443), timeout=5).close()
-        except OSError as e:
-            raise TokenizerError(f"cannot download the GPT-2 tokenizer ({TIKTOKEN_HOST} unreachable); {hint}") from e
+        from .load import http_reachable
+
+        if not http_reachable(TIKTOKEN_GPT2_URLS[0]):
+            raise TokenizerError(f"cannot download the GPT-2 tokenizer ({TIKTOKEN_HOST} unreachable); {hint}")
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # tiktoken raises plain exceptions for network and hash failures
