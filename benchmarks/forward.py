@@ -48,7 +48,7 @@ def main() -> None:
     ours, ref = build(config)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, gpt2-small shape, fp32, "
           f"median of {args.repeats} interleaved runs")  # fmt: skip
-    print(f"| T | minigpt (s) | transformers eager (s) | ratio |\n|---:|---:|---:|---:|")
+    print("| T | minigpt (s) | transformers eager (s) | ratio |\n|---:|---:|---:|---:|")
     for T in args.lengths:
         ids = torch.randint(0, config.vocab_size, (1, T), generator=torch.Generator().manual_seed(T))
         with torch.inference_mode():

@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import GB, interleaved, peak_rss_since_reset, reset_peak_rss, run_child, timed  # noqa: E402

@@ -3,8 +3,9 @@
 GPT-2 predicts with `softmax(ln_f(h_L) @ W_E^T)`. The lens applies the same decoder to
 the stream `h_l` after any block l, giving a distribution over the vocabulary for every
 row (layer) and position. `logit_lens` computes the statistics the logit-lens post plots,
-streaming one row and one chunk of positions at a time, so its extra memory is about
-`8 * chunk_size * V` floats, never `rows * T * V` (unless `keep_logits=True`).
+streaming one chunk of positions at a time: one matmul decodes every row of the chunk, then
+the statistics are taken row by row. Its extra memory is about `(rows + 8) * chunk * V`
+floats (0.4 GB by default, whatever the model), never `rows * T * V` (unless `keep_logits=True`).
 
 Two reference distributions, both decoded with the full `ln_f` whatever the decoder:
   - final: the model's own output distribution (the last block's row);
@@ -14,7 +15,6 @@ Two reference distributions, both decoded with the full `ln_f` whatever the deco
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -31,6 +31,9 @@ from .model import GPT
 from .tokenizer import token_text
 
 DECODERS = ("ln_f", "ln_f_no_bias", "norm_only", "last_blocks")
+# Rows of the one unembedding matmul per chunk (all rows x chunk_size positions): big enough
+# for the matmul to run at full speed, small enough to keep memory bounded whatever the model.
+ROWS_PER_MATMUL = 1536
 DECODER_DOC = {
     "ln_f": "ln_f (the model's own decoder)",
     "ln_f_no_bias": "ln_f without its bias β",
@@ -285,62 +288,86 @@ class _Dist(NamedTuple):
     top: Any  # torch.topk of the raw logits: values and indices, (n, k), best first
     zt: Tensor  # (n, 3) raw logits of the targets: final top-1, next token, input token
     ranks: Tensor  # (n, 3) ranks of the targets
-    zs: Tensor  # (n, V) shifted logits, z - max z (<= 0)
+    slot: int  # which slot of the chunk's work space holds zs: 0 for a row, 1 final, 2 input
+    zs: Tensor  # (n, V) shifted logits, z - max z (<= 0); a view of the work space
     p: Tensor  # (n, V) probabilities
     lse: Tensor  # (n,) log-sum-exp of zs, so that log p = zs - lse
-    mean_zs: Tensor  # (n,) E_p[zs]
 
     @property
     def shift(self) -> Tensor:
         return self.top.values[:, 0]  # (n,): max z
 
 
-class _Refs(NamedTuple):
-    """The two reference distributions over a chunk, with their p and zs stacked for batched dot products."""
+class _Ref(NamedTuple):
+    """A reference distribution and its own E_p[zs] (n,)."""
 
-    final: _Dist
-    input: _Dist
-    p: Tensor  # (n, 2, V): p_final, p_input
-    zs: Tensor  # (n, 2, V): zs_final, zs_input
+    dist: _Dist
+    self_dot: Tensor
 
 
-def _dist(z: Tensor, k: int, targets: Tensor, scratch: Tensor) -> _Dist:
-    """Everything about logits z (n, V); z is shifted in place. targets (n, 3); column 0 may be
+class _Work:
+    """Work space for one chunk of n positions, reused across rows.
+
+    zs[0] holds the current row's shifted logits, zs[1] and zs[2] the final and input references';
+    p[0] and p[1] hold the references' probabilities. Stacked this way, one batched product gives
+    a row's dot products with itself and both references, and each slot stays contiguous.
+    """
+
+    def __init__(self, n: int, V: int, device: torch.device) -> None:
+        self.zs = torch.empty(3, n, V, device=device)  # (3, n, V)
+        self.p = torch.empty(2, n, V, device=device)  # (2, n, V)
+        self.greater = torch.empty(n, V, device=device)  # (n, V): rank counts
+        self.ones = torch.ones(V, device=device)  # (V,)
+
+    def view(self, n: int) -> _Work:
+        """The same buffers for a last, shorter chunk of n positions."""
+        if n == self.zs.shape[1]:
+            return self
+        part = object.__new__(_Work)
+        part.zs, part.p, part.greater, part.ones = self.zs[:, :n], self.p[:, :n], self.greater[:n], self.ones
+        return part
+
+
+def _dist(z: Tensor, k: int, targets: Tensor, work: _Work, slot: int) -> _Dist:
+    """Everything about raw logits z (n, V), which stay unchanged. targets (n, 3); column 0 may be
     -1, meaning this row's own top-1 (for the final row, whose top-1 defines that target)."""
     top = torch.topk(z, k, dim=-1)  # (n, k)
     if (targets[:, 0] < 0).any():
         targets = torch.cat([top.indices[:, :1], targets[:, 1:]], dim=1)
     zt = z.gather(1, targets)  # (n, 3)
-    ranks = _ranks(z, top.values, zt, scratch)  # (n, 3)
-    zs = z.sub_(top.values[:, :1])  # (n, V), in place: the raw logits are no longer needed
+    ranks = _ranks(z, top.values, zt, work)  # (n, 3)
+    zs = torch.sub(z, top.values[:, :1], out=work.zs[slot])  # (n, V)
     p = torch.softmax(zs, dim=-1)  # (n, V)
+    if slot:  # a reference: its probabilities go to the work space too
+        p = work.p[slot - 1].copy_(p)
     # The top token has zs = 0 and p = exp(-lse) >= 1/V, so its log is well-conditioned:
     # this gives the log-sum-exp without another pass over the vocabulary.
     lse = -p.gather(1, top.indices[:, :1])[:, 0].log()  # (n,)
-    return _Dist(top, zt, ranks, zs, p, lse, _dot(p, zs))
+    return _Dist(top, zt, ranks, slot, zs, p, lse)
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise dot products (n, V), (n, V) -> (n,), in one pass."""
-    return torch.einsum("nv,nv->n", a, b)
+def _dots(d: _Dist, work: _Work) -> tuple[Tensor, Tensor]:
+    """A row's dot products with the references, each (n, V) x (n, V) -> (n,), batched:
+    p_row.[zs_row, zs_final, zs_input] (n, 3) and zs_row.[p_final, p_input] (n, 2).
+    (Shaped (n, 1, V) @ (n, V, m): much faster on the CPU than (n, m, V) @ (n, V, 1).)"""
+    p_dot = torch.bmm(d.p[:, None, :], work.zs.permute(1, 2, 0))[:, 0]  # (n, 1, V) @ (n, V, 3) -> (n, 3)
+    if d.slot:  # a reference's own shifted logits sit in its slot, not in slot 0
+        p_dot[:, 0] = p_dot[:, d.slot]
+    zs_dot = torch.bmm(d.zs[:, None, :], work.p.permute(1, 2, 0))[:, 0]  # (n, 1, V) @ (n, V, 2) -> (n, 2)
+    return p_dot, zs_dot
 
 
-def _ranks(z: Tensor, top_values: Tensor, zt: Tensor, scratch: Tensor) -> Tensor:
-    """1 + the number of strictly greater logits: z (n, V), targets' logits zt (n, m) -> (n, m).
-
-    scratch: a float32 buffer at least (n, V) in size, reused across calls.
-    """
+def _ranks(z: Tensor, top_values: Tensor, zt: Tensor, work: _Work) -> Tensor:
+    """1 + the number of strictly greater logits: z (n, V), targets' logits zt (n, m) -> (n, m)."""
     # A target at least as large as the k-th logit has all its strictly greater rivals in the top k.
     ranks = 1 + (top_values[:, None, :] > zt[:, :, None]).sum(-1)  # (n, m)
-    ones = torch.ones(z.shape[1], device=z.device)  # (V,)
-    greater = scratch[: z.shape[0]]  # (n, V)
     for j in range(zt.shape[1]):
         far = zt[:, j] < top_values[:, -1]  # (n,): these need a count over the whole vocabulary
         if far.any():
             # Comparing into a float buffer and summing with a matrix-vector product avoids
             # the (n, V) int64 copy that `(z > t).sum()` makes; counts below 2^24 are exact in float32.
-            torch.gt(z, zt[:, j : j + 1], out=greater)  # (n, V): 1.0 where strictly greater
-            counts = torch.mv(greater, ones).round().long()  # (n,)
+            torch.gt(z, zt[:, j : j + 1], out=work.greater)  # (n, V): 1.0 where strictly greater
+            counts = torch.mv(work.greater, work.ones).round().long()  # (n,)
             ranks[:, j] = torch.where(far, 1 + counts, ranks[:, j])
     return ranks
 
@@ -357,7 +384,7 @@ def logit_lens(
     sub_blocks: bool = False,
     prior: bool = False,
     positions: slice | None = None,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     keep_logits: bool = False,
     resid: Tensor | None = None,
 ) -> LensResult:
@@ -371,7 +398,8 @@ def logit_lens(
     sub_blocks: add an "h.l.resid_mid" row before each block's row (after attention, before the MLP).
     prior: add a "prior" row, β @ W_E^T, at the bottom.
     positions: compute only these positions (the model still reads the whole sequence).
-    chunk_size: positions decoded at once; extra memory is about 8 * chunk_size * V floats.
+    chunk_size: positions decoded at once (default: about 1536 / R, so that each chunk's one matmul
+      has about 1536 rows). Extra memory is about (R + 8) * chunk_size * V floats: 0.4 GB by default.
     keep_logits: also return every row's logits, (R, T, V) float32.
     resid: the residual stream `model(ids).resid` ((L + 1, 1, T, C) or (L + 1, T, C)) when you
       already have it, to skip the forward pass (not used with sub_blocks, which needs its parts).
@@ -386,7 +414,7 @@ def logit_lens(
         raise LensError(f"last_blocks must be between 1 and the number of blocks ({L}), got {last_blocks!r}")
     if not (isinstance(k, int) and 1 <= k <= V):
         raise LensError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+    if chunk_size is not None and not (isinstance(chunk_size, int) and chunk_size >= 1):
         raise LensError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
     ids = _as_ids(model, tokens, tokenizer)  # (T,)
@@ -446,43 +474,45 @@ def logit_lens(
 
     # The prior row is the input-independent part of the full decoder: ln_f's bias β, whatever `decoder` is.
     normed = [ln.bias.expand(T_all, C) if row is None else decode(row) for row in rows]  # R x (T, C)
-    ref_final, ref_input = full(resid[L]), full(resid[0])  # (T, C): the two references, always with full ln_f
+    # With the default decoder the two references are rows of their own; otherwise they are decoded
+    # apart, always with the full ln_f. `sources[i]` is what gets unembedded into slab i of a chunk.
+    reuse = {R - 1: 0, labels.index("embed"): 1} if decoder == "ln_f" else {}
+    own = [r for r in range(R) if r not in reuse]  # rows that are not a reference
+    sources = torch.stack([full(resid[L]), full(resid[0])] + [normed[r] for r in own])  # (2 + len(own), T, C)
+    slab = {**reuse, **{r: 2 + i for i, r in enumerate(own)}}  # row -> its slab
     W = model.wte.weight  # (V, C): the tied unembedding
-    unembed = lambda h: (h @ W.T).float()  # noqa: E731  (n, C) @ (C, V) -> (n, V), statistics in float32
-    # With the default decoder the references are rows of their own: decode them once.
-    reuse = {R - 1: "final", labels.index("embed"): "input"} if decoder == "ln_f" else {}
+    if chunk_size is None:
+        chunk_size = max(1, ROWS_PER_MATMUL // len(sources))
 
     next_ids = torch.full((T_all,), -1, dtype=torch.int64, device=ids.device)
     next_ids[:-1] = ids[1:]
     out = _Stats(R, T, k, V if keep_logits else None)
     final_ids = torch.empty(T, dtype=torch.int64)
-    scratch = torch.empty(min(chunk_size, T), V, device=ids.device)  # (n, V) work space for rank counts
+    n_max = min(chunk_size, T)
+    work = _Work(n_max, V, ids.device)
+    z_buf = torch.empty(len(sources) * n_max, V, device=ids.device, dtype=W.dtype)  # every row's logits
     for c0 in range(lo, hi, chunk_size):
         c1 = min(c0 + chunk_size, hi)
-        sl, dst = slice(c0, c1), slice(c0 - lo, c1 - lo)
+        n, sl, dst = c1 - c0, slice(c0, c1), slice(c0 - lo, c1 - lo)
+        # Every row's logits for these n positions in one matmul, which is as fast as one of T rows,
+        # while a small n keeps each (n, V) slab, and the references, in the CPU's cache.
+        h = sources[:, sl].reshape(-1, C)  # (S * n, C)
+        z_all = torch.mm(h, W.T, out=z_buf[: len(h)]).float().view(len(sources), n, V)  # (S, n, V)
+        if out.logits is not None:
+            for r in range(R):
+                out.logits[r, dst] = z_all[slab[r]].cpu()
+        chunk_work = work.view(n)
         targets = torch.stack([torch.full_like(ids[sl], -1), next_ids[sl].clamp(min=0), ids[sl]], dim=1)  # (n, 3)
         has_next = next_ids[sl] >= 0  # (n,)
-        z_final = unembed(ref_final[sl])  # (n, V)
-        if out.logits is not None and decoder == "ln_f":
-            out.logits[R - 1, dst] = z_final.cpu()  # kept before _dist shifts it in place
-        final = _dist(z_final, k, targets, scratch)
+        final = _dist(z_all[0], k, targets, chunk_work, slot=1)
         targets[:, 0] = final.top.indices[:, 0]  # the model's top-1: the "final" target of every row
         final_ids[dst] = targets[:, 0].cpu()
-        z_input = unembed(ref_input[sl])  # (n, V)
-        if out.logits is not None and decoder == "ln_f":
-            out.logits[labels.index("embed"), dst] = z_input.cpu()
-        inp = _dist(z_input, k, targets, scratch)
-        refs = _Refs(final, inp, torch.stack([final.p, inp.p], 1), torch.stack([final.zs, inp.zs], 1))
+        inp = _dist(z_all[1], k, targets, chunk_work, slot=2)
+        refs = tuple(_Ref(d, _dots(d, chunk_work)[0][:, 0]) for d in (final, inp))  # with p_ref.zs_ref
         for r in range(R):
-            which = reuse.get(r)
-            if which is not None:  # with the default decoder the references are rows of their own
-                row = final if which == "final" else inp
-            else:
-                z = unembed(normed[r][sl])  # (n, V)
-                if out.logits is not None:
-                    out.logits[r, dst] = z.cpu()
-                row = _dist(z, k, targets, scratch)
-            _row_stats(out, r, dst, row, refs, has_next)
+            i = slab[r]
+            row = final if i == 0 else inp if i == 1 else _dist(z_all[i], k, targets, chunk_work, slot=0)
+            _row_stats(out, r, dst, row, refs, chunk_work, has_next)
 
     # Token texts for every id the result mentions.
     id_text: dict[int, str] = {}
@@ -499,21 +529,22 @@ def logit_lens(
     )  # fmt: skip
 
 
-def _row_stats(out: _Stats, r: int, dst: slice, row: _Dist, refs: _Refs, has_next: Tensor) -> None:
+def _row_stats(out: _Stats, r: int, dst: slice, row: _Dist, refs: tuple[_Ref, _Ref], work: _Work, has_next: Tensor) -> None:
     """Every statistic of one row over one chunk of n positions.
 
     With log p = zs - lse, each expectation of a log-probability is a dot product:
-    E_a[log p_b] = a.zs_b - lse_b. So KL(a || b) = (E_a[zs_a] - lse_a) - (a.zs_b - lse_b) and
-    H(a) = lse_a - E_a[zs_a]. A row that is a reference gets exactly zero KL to it.
+    E_a[log p_b] = a.zs_b - lse_b. So KL(a || b) = (a.zs_a - lse_a) - (a.zs_b - lse_b) and
+    H(a) = lse_a - a.zs_a. A row that is a reference uses the reference's own numbers on both
+    sides, so its KL to itself is exactly 0.
     """
-    final, inp = refs.final, refs.input
-    # Both references in one pass over the row: (n, 2, V) @ (n, V, 1) -> (n, 2)
-    ref_p_dot_zs = torch.bmm(refs.p, row.zs[:, :, None])[:, :, 0]  # p_final.zs_row, p_input.zs_row
-    p_dot_ref_zs = torch.bmm(refs.zs, row.p[:, :, None])[:, :, 0]  # p_row.zs_final, p_row.zs_input
-    for j, ref in enumerate((final, inp)):
-        if row is ref:  # the same numbers on both sides, so KL(row || itself) is exactly 0
-            ref_p_dot_zs[:, j] = p_dot_ref_zs[:, j] = row.mean_zs
-    kl = lambda a, a_dot_zs_b, b: (a.mean_zs - a.lse) - (a_dot_zs_b - b.lse)  # noqa: E731  KL(a || b): (n,)
+    p_dot, zs_dot = _dots(row, work)  # (n, 3): p_row.[zs_row, zs_final, zs_input]; (n, 2): zs_row.[p_final, p_input]
+    kl_forward, kl_reverse = [], []
+    for j, (ref, ref_self) in enumerate(refs):  # ref_self = p_ref.zs_ref
+        row_self = ref_self if row is ref else p_dot[:, 0]  # p_row.zs_row
+        ref_dot_row = ref_self if row is ref else zs_dot[:, j]  # p_ref.zs_row
+        row_dot_ref = ref_self if row is ref else p_dot[:, 1 + j]  # p_row.zs_ref
+        kl_forward.append((ref_self - ref.lse) - (ref_dot_row - row.lse))  # KL(ref || row)
+        kl_reverse.append((row_self - row.lse) - (row_dot_ref - ref.lse))  # KL(row || ref)
     logpt = (row.zt - row.shift[:, None]) - row.lse[:, None]  # (n, 3): log-probabilities of the targets
     nan = torch.tensor(float("nan"), device=row.p.device)
 
@@ -521,11 +552,9 @@ def _row_stats(out: _Stats, r: int, dst: slice, row: _Dist, refs: _Refs, has_nex
     out.top_logits[r, dst] = row.top.values.cpu()
     out.top_probs[r, dst] = ((row.top.values - row.shift[:, None]) - row.lse[:, None]).exp().cpu()
     values = {
-        "entropy": row.lse - row.mean_zs,
-        "kl_final": kl(final, ref_p_dot_zs[:, 0], row),
-        "kl_final_rev": kl(row, p_dot_ref_zs[:, 0], final),
-        "kl_input": kl(inp, ref_p_dot_zs[:, 1], row),
-        "kl_input_rev": kl(row, p_dot_ref_zs[:, 1], inp),
+        "entropy": row.lse - p_dot[:, 0],
+        "kl_final": kl_forward[0], "kl_final_rev": kl_reverse[0],
+        "kl_input": kl_forward[1], "kl_input_rev": kl_reverse[1],
         "logit_final": row.zt[:, 0], "prob_final": logpt[:, 0].exp(),
         "logit_input": row.zt[:, 2], "prob_input": logpt[:, 2].exp(),
         "logit_next": torch.where(has_next, row.zt[:, 1], nan),

@@ -23,14 +23,13 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from .errors import CheckpointError, ConfigError, HubError, ModelNameError, PickleCheckpointError
-from .model import GPT, PRESETS, GPTConfig
+from .model import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
