@@ -288,9 +288,8 @@ class _Dist(NamedTuple):
     top: Any  # torch.topk of the raw logits: values and indices, (n, k), best first
     zt: Tensor  # (n, 3) raw logits of the targets: final top-1, next token, input token
     ranks: Tensor  # (n, 3) ranks of the targets
-    slot: int  # which slot of the chunk's work space holds zs: 0 for a row, 1 final, 2 input
-    zs: Tensor  # (n, V) shifted logits, z - max z (<= 0); a view of the work space
-    p: Tensor  # (n, V) probabilities
+    zs: Tensor  # (n, V) shifted logits z - max z (<= 0), in the work space
+    e: Tensor  # (n, V) exp(zs), in the work space; normalised (= p) for the references
     lse: Tensor  # (n,) log-sum-exp of zs, so that log p = zs - lse
 
     @property
@@ -298,63 +297,72 @@ class _Dist(NamedTuple):
         return self.top.values[:, 0]  # (n,): max z
 
 
-class _Ref(NamedTuple):
-    """A reference distribution and its own E_p[zs] (n,)."""
-
-    dist: _Dist
-    self_dot: Tensor
-
-
 class _Work:
-    """Work space for one chunk of n positions, reused across rows.
+    """Work space for one chunk of n positions, reused across rows: six (n, V) slots.
 
-    zs[0] holds the current row's shifted logits, zs[1] and zs[2] the final and input references';
-    p[0] and p[1] hold the references' probabilities. Stacked this way, one batched product gives
-    a row's dot products with itself and both references, and each slot stays contiguous.
+    0: the current row's exp(zs), 1: its zs, 2 and 3: the final and input references' zs,
+    4 and 5: their probabilities. Laid out this way, one batched product gives a row's dot
+    products with itself and with both references, reading each slot once.
     """
 
+    ROW_E, ROW_ZS, ZS, P = 0, 1, (2, 3), (4, 5)
+
     def __init__(self, n: int, V: int, device: torch.device) -> None:
-        self.zs = torch.empty(3, n, V, device=device)  # (3, n, V)
-        self.p = torch.empty(2, n, V, device=device)  # (2, n, V)
+        self.slots = torch.empty(6, n, V, device=device)  # (6, n, V)
         self.greater = torch.empty(n, V, device=device)  # (n, V): rank counts
         self.ones = torch.ones(V, device=device)  # (V,)
 
     def view(self, n: int) -> _Work:
         """The same buffers for a last, shorter chunk of n positions."""
-        if n == self.zs.shape[1]:
-            return self
         part = object.__new__(_Work)
-        part.zs, part.p, part.greater, part.ones = self.zs[:, :n], self.p[:, :n], self.greater[:n], self.ones
+        part.slots, part.greater, part.ones = self.slots[:, :n], self.greater[:n], self.ones
         return part
 
 
-def _dist(z: Tensor, k: int, targets: Tensor, work: _Work, slot: int) -> _Dist:
-    """Everything about raw logits z (n, V), which stay unchanged. targets (n, 3); column 0 may be
-    -1, meaning this row's own top-1 (for the final row, whose top-1 defines that target)."""
+def _dist(z: Tensor, k: int, targets: Tensor, work: _Work, ref: int | None = None) -> _Dist:
+    """Everything about raw logits z (n, V), which stay unchanged. ref: None for a row, or
+    0 / 1 for the final / input reference. targets (n, 3); column 0 may be -1, meaning this
+    row's own top-1 (for the final reference, whose top-1 defines that target)."""
     top = torch.topk(z, k, dim=-1)  # (n, k)
     if (targets[:, 0] < 0).any():
         targets = torch.cat([top.indices[:, :1], targets[:, 1:]], dim=1)
     zt = z.gather(1, targets)  # (n, 3)
     ranks = _ranks(z, top.values, zt, work)  # (n, 3)
-    zs = torch.sub(z, top.values[:, :1], out=work.zs[slot])  # (n, V)
-    p = torch.softmax(zs, dim=-1)  # (n, V)
-    if slot:  # a reference: its probabilities go to the work space too
-        p = work.p[slot - 1].copy_(p)
-    # The top token has zs = 0 and p = exp(-lse) >= 1/V, so its log is well-conditioned:
-    # this gives the log-sum-exp without another pass over the vocabulary.
-    lse = -p.gather(1, top.indices[:, :1])[:, 0].log()  # (n,)
-    return _Dist(top, zt, ranks, slot, zs, p, lse)
+    zs_slot, e_slot = (work.ROW_ZS, work.ROW_E) if ref is None else (work.ZS[ref], work.P[ref])
+    zs = torch.sub(z, top.values[:, :1], out=work.slots[zs_slot])  # (n, V)
+    e = torch.exp(zs, out=work.slots[e_slot])  # (n, V): softmax without its max and division passes
+    total = e.sum(dim=-1)  # (n,), >= 1: the top token contributes exp(0)
+    if ref is not None:
+        e.div_(total[:, None])  # the references' probabilities are used by every row: normalise once
+    return _Dist(top, zt, ranks, zs, e, total.log())
 
 
-def _dots(d: _Dist, work: _Work) -> tuple[Tensor, Tensor]:
-    """A row's dot products with the references, each (n, V) x (n, V) -> (n,), batched:
-    p_row.[zs_row, zs_final, zs_input] (n, 3) and zs_row.[p_final, p_input] (n, 2).
-    (Shaped (n, 1, V) @ (n, V, m): much faster on the CPU than (n, m, V) @ (n, V, 1).)"""
-    p_dot = torch.bmm(d.p[:, None, :], work.zs.permute(1, 2, 0))[:, 0]  # (n, 1, V) @ (n, V, 3) -> (n, 3)
-    if d.slot:  # a reference's own shifted logits sit in its slot, not in slot 0
-        p_dot[:, 0] = p_dot[:, d.slot]
-    zs_dot = torch.bmm(d.zs[:, None, :], work.p.permute(1, 2, 0))[:, 0]  # (n, 1, V) @ (n, V, 2) -> (n, 2)
-    return p_dot, zs_dot
+class _RowDots(NamedTuple):
+    """A row's expectations: p_row.zs_row (n,), p_row.zs_ref (n, 2), p_ref.zs_row (n, 2)."""
+
+    self_dot: Tensor
+    row_dot_ref: Tensor
+    ref_dot_row: Tensor
+
+
+def _row_dots(row: _Dist, work: _Work) -> _RowDots:
+    """All of a row's dot products in one batched product, each slot read once:
+    [e_row, zs_row] (n, 2, V) @ [zs_row, zs_final, zs_input, p_final, p_input] (n, V, 5) -> (n, 2, 5)."""
+    slots = work.slots
+    d = torch.bmm(slots[0:2].permute(1, 0, 2), slots[1:6].permute(1, 2, 0))  # (n, 2, 5)
+    e_dot = d[:, 0, :3] / row.lse.exp()[:, None]  # p_row = e_row / sum(e_row)
+    return _RowDots(e_dot[:, 0], e_dot[:, 1:3], d[:, 1, 3:5])
+
+
+def _reference_dots(work: _Work) -> tuple[_RowDots, _RowDots]:
+    """The dot products of the two references, as rows of their own (once per chunk)."""
+    zs_f, zs_i = work.slots[work.ZS[0]], work.slots[work.ZS[1]]
+    p_f, p_i = work.slots[work.P[0]], work.slots[work.P[1]]
+    dot = torch.linalg.vecdot  # (n, V), (n, V) -> (n,)
+    ff, ii, fi, if_ = dot(p_f, zs_f), dot(p_i, zs_i), dot(p_f, zs_i), dot(p_i, zs_f)
+    final = _RowDots(ff, torch.stack([ff, fi], 1), torch.stack([ff, if_], 1))
+    inp = _RowDots(ii, torch.stack([if_, ii], 1), torch.stack([fi, ii], 1))
+    return final, inp
 
 
 def _ranks(z: Tensor, top_values: Tensor, zt: Tensor, work: _Work) -> Tensor:
@@ -504,15 +512,20 @@ def logit_lens(
         chunk_work = work.view(n)
         targets = torch.stack([torch.full_like(ids[sl], -1), next_ids[sl].clamp(min=0), ids[sl]], dim=1)  # (n, 3)
         has_next = next_ids[sl] >= 0  # (n,)
-        final = _dist(z_all[0], k, targets, chunk_work, slot=1)
+        final = _dist(z_all[0], k, targets, chunk_work, ref=0)
         targets[:, 0] = final.top.indices[:, 0]  # the model's top-1: the "final" target of every row
         final_ids[dst] = targets[:, 0].cpu()
-        inp = _dist(z_all[1], k, targets, chunk_work, slot=2)
-        refs = tuple(_Ref(d, _dots(d, chunk_work)[0][:, 0]) for d in (final, inp))  # with p_ref.zs_ref
+        inp = _dist(z_all[1], k, targets, chunk_work, ref=1)
+        refs = (final, inp)
+        ref_dots = _reference_dots(chunk_work)
         for r in range(R):
             i = slab[r]
-            row = final if i == 0 else inp if i == 1 else _dist(z_all[i], k, targets, chunk_work, slot=0)
-            _row_stats(out, r, dst, row, refs, chunk_work, has_next)
+            if i < 2:  # a row that is a reference: its numbers are already there
+                row, dots = refs[i], ref_dots[i]
+            else:
+                row = _dist(z_all[i], k, targets, chunk_work)
+                dots = _row_dots(row, chunk_work)
+            _row_stats(out, r, dst, row, dots, refs, ref_dots, has_next)
 
     # Token texts for every id the result mentions.
     id_text: dict[int, str] = {}
@@ -529,30 +542,29 @@ def logit_lens(
     )  # fmt: skip
 
 
-def _row_stats(out: _Stats, r: int, dst: slice, row: _Dist, refs: tuple[_Ref, _Ref], work: _Work, has_next: Tensor) -> None:
+def _row_stats(
+    out: _Stats, r: int, dst: slice, row: _Dist, dots: _RowDots, refs: tuple[_Dist, _Dist],
+    ref_dots: tuple[_RowDots, _RowDots], has_next: Tensor,
+) -> None:
     """Every statistic of one row over one chunk of n positions.
 
     With log p = zs - lse, each expectation of a log-probability is a dot product:
     E_a[log p_b] = a.zs_b - lse_b. So KL(a || b) = (a.zs_a - lse_a) - (a.zs_b - lse_b) and
-    H(a) = lse_a - a.zs_a. A row that is a reference uses the reference's own numbers on both
-    sides, so its KL to itself is exactly 0.
+    H(a) = lse_a - a.zs_a. A row that is a reference has the reference's very numbers, so its
+    KL to itself is exactly 0.
     """
-    p_dot, zs_dot = _dots(row, work)  # (n, 3): p_row.[zs_row, zs_final, zs_input]; (n, 2): zs_row.[p_final, p_input]
     kl_forward, kl_reverse = [], []
-    for j, (ref, ref_self) in enumerate(refs):  # ref_self = p_ref.zs_ref
-        row_self = ref_self if row is ref else p_dot[:, 0]  # p_row.zs_row
-        ref_dot_row = ref_self if row is ref else zs_dot[:, j]  # p_ref.zs_row
-        row_dot_ref = ref_self if row is ref else p_dot[:, 1 + j]  # p_row.zs_ref
-        kl_forward.append((ref_self - ref.lse) - (ref_dot_row - row.lse))  # KL(ref || row)
-        kl_reverse.append((row_self - row.lse) - (row_dot_ref - ref.lse))  # KL(row || ref)
+    for j, (ref, ref_self) in enumerate(zip(refs, (d.self_dot for d in ref_dots))):
+        kl_forward.append((ref_self - ref.lse) - (dots.ref_dot_row[:, j] - row.lse))  # KL(ref || row)
+        kl_reverse.append((dots.self_dot - row.lse) - (dots.row_dot_ref[:, j] - ref.lse))  # KL(row || ref)
     logpt = (row.zt - row.shift[:, None]) - row.lse[:, None]  # (n, 3): log-probabilities of the targets
-    nan = torch.tensor(float("nan"), device=row.p.device)
+    nan = torch.tensor(float("nan"), device=row.zs.device)
 
     out.top_ids[r, dst] = row.top.indices.cpu()
     out.top_logits[r, dst] = row.top.values.cpu()
     out.top_probs[r, dst] = ((row.top.values - row.shift[:, None]) - row.lse[:, None]).exp().cpu()
     values = {
-        "entropy": row.lse - p_dot[:, 0],
+        "entropy": row.lse - dots.self_dot,
         "kl_final": kl_forward[0], "kl_final_rev": kl_reverse[0],
         "kl_input": kl_forward[1], "kl_input_rev": kl_reverse[1],
         "logit_final": row.zt[:, 0], "prob_final": logpt[:, 0].exp(),

@@ -137,8 +137,8 @@ class Conv1D(nn.Module):
 
     def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_in, n_out))
-        self.bias = nn.Parameter(torch.zeros(n_out))
+        self.weight = nn.Parameter(torch.empty(n_in, n_out))  # [in, out], as stored in the checkpoint
+        self.bias = nn.Parameter(torch.zeros(n_out))  # [out]
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -252,12 +252,21 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        cls,
+        name_or_path: str,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        config: GPTConfig | None = None,
     ) -> GPT:
-        """Load a checkpoint: a preset ("gpt2", ..., "distilgpt2"), a hub id, a directory or a .safetensors file."""
+        """Load a checkpoint: a preset ("gpt2", ..., "distilgpt2"), a hub id, a directory or a .safetensors file.
+
+        dtype defaults to float32, device to the CPU; `config` overrides the checkpoint's config.json
+        (needed only for a bare .safetensors file whose head size is not 64).
+        """
         from .load import load_model  # the loader does the I/O; this file stays pure
 
-        return load_model(name_or_path, device=device, dtype=dtype)
+        return load_model(name_or_path, device=device, dtype=dtype, config=config)
 
     @property
     def device(self) -> torch.device:
