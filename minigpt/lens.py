@@ -289,7 +289,7 @@ class _Dist(NamedTuple):
     zt: Tensor  # (n, 3) raw logits of the targets: final top-1, next token, input token
     ranks: Tensor  # (n, 3) ranks of the targets
     zs: Tensor  # (n, V) shifted logits z - max z (<= 0), in the work space
-    e: Tensor  # (n, V) exp(zs), in the work space; normalised (= p) for the references
+    p: Tensor  # (n, V) probabilities, in the work space
     lse: Tensor  # (n,) log-sum-exp of zs, so that log p = zs - lse
 
     @property
@@ -300,22 +300,21 @@ class _Dist(NamedTuple):
 class _Work:
     """Work space for one chunk of n positions, reused across rows: six (n, V) slots.
 
-    0: the current row's exp(zs), 1: its zs, 2 and 3: the final and input references' zs,
+    0: the current row's probabilities, 1: its zs, 2 and 3: the final and input references' zs,
     4 and 5: their probabilities. Laid out this way, one batched product gives a row's dot
     products with itself and with both references, reading each slot once.
     """
 
-    ROW_E, ROW_ZS, ZS, P = 0, 1, (2, 3), (4, 5)
+    ROW_P, ROW_ZS, ZS, P = 0, 1, (2, 3), (4, 5)
 
     def __init__(self, n: int, V: int, device: torch.device) -> None:
         self.slots = torch.empty(6, n, V, device=device)  # (6, n, V)
         self.greater = torch.empty(n, V, device=device)  # (n, V): rank counts
-        self.ones = torch.ones(V, device=device)  # (V,)
 
     def view(self, n: int) -> _Work:
         """The same buffers for a last, shorter chunk of n positions."""
         part = object.__new__(_Work)
-        part.slots, part.greater, part.ones = self.slots[:, :n], self.greater[:n], self.ones
+        part.slots, part.greater = self.slots[:, :n], self.greater[:n]
         return part
 
 
@@ -328,13 +327,13 @@ def _dist(z: Tensor, k: int, targets: Tensor, work: _Work, ref: int | None = Non
         targets = torch.cat([top.indices[:, :1], targets[:, 1:]], dim=1)
     zt = z.gather(1, targets)  # (n, 3)
     ranks = _ranks(z, top.values, zt, work)  # (n, 3)
-    zs_slot, e_slot = (work.ROW_ZS, work.ROW_E) if ref is None else (work.ZS[ref], work.P[ref])
+    zs_slot, p_slot = (work.ROW_ZS, work.ROW_P) if ref is None else (work.ZS[ref], work.P[ref])
     zs = torch.sub(z, top.values[:, :1], out=work.slots[zs_slot])  # (n, V)
-    e = torch.exp(zs, out=work.slots[e_slot])  # (n, V): softmax without its max and division passes
-    total = e.sum(dim=-1)  # (n,), >= 1: the top token contributes exp(0)
-    if ref is not None:
-        e.div_(total[:, None])  # the references' probabilities are used by every row: normalise once
-    return _Dist(top, zt, ranks, zs, e, total.log())
+    p = torch.softmax(zs, dim=-1, out=work.slots[p_slot])  # (n, V)
+    # The top token has zs = 0 and p = exp(-lse) >= 1/V, so its log is well-conditioned:
+    # this gives the log-sum-exp without another pass over the vocabulary.
+    lse = -p.gather(1, top.indices[:, :1])[:, 0].log()  # (n,)
+    return _Dist(top, zt, ranks, zs, p, lse)
 
 
 class _RowDots(NamedTuple):
@@ -347,11 +346,10 @@ class _RowDots(NamedTuple):
 
 def _row_dots(row: _Dist, work: _Work) -> _RowDots:
     """All of a row's dot products in one batched product, each slot read once:
-    [e_row, zs_row] (n, 2, V) @ [zs_row, zs_final, zs_input, p_final, p_input] (n, V, 5) -> (n, 2, 5)."""
+    [p_row, zs_row] (n, 2, V) @ [zs_row, zs_final, zs_input, p_final, p_input] (n, V, 5) -> (n, 2, 5)."""
     slots = work.slots
     d = torch.bmm(slots[0:2].permute(1, 0, 2), slots[1:6].permute(1, 2, 0))  # (n, 2, 5)
-    e_dot = d[:, 0, :3] / row.lse.exp()[:, None]  # p_row = e_row / sum(e_row)
-    return _RowDots(e_dot[:, 0], e_dot[:, 1:3], d[:, 1, 3:5])
+    return _RowDots(d[:, 0, 0], d[:, 0, 1:3], d[:, 1, 3:5])
 
 
 def _reference_dots(work: _Work) -> tuple[_RowDots, _RowDots]:
@@ -372,10 +370,10 @@ def _ranks(z: Tensor, top_values: Tensor, zt: Tensor, work: _Work) -> Tensor:
     for j in range(zt.shape[1]):
         far = zt[:, j] < top_values[:, -1]  # (n,): these need a count over the whole vocabulary
         if far.any():
-            # Comparing into a float buffer and summing with a matrix-vector product avoids
-            # the (n, V) int64 copy that `(z > t).sum()` makes; counts below 2^24 are exact in float32.
+            # Comparing into a float buffer avoids the (n, V) int64 copy that `(z > t).sum()`
+            # makes; sums of 0s and 1s below 2^24 are exact in float32.
             torch.gt(z, zt[:, j : j + 1], out=work.greater)  # (n, V): 1.0 where strictly greater
-            counts = torch.mv(work.greater, work.ones).round().long()  # (n,)
+            counts = work.greater.sum(dim=-1).long()  # (n,)
             ranks[:, j] = torch.where(far, 1 + counts, ranks[:, j])
     return ranks
 
