@@ -393,6 +393,7 @@ def logit_lens(
     chunk_size: int | None = None,
     keep_logits: bool = False,
     resid: Tensor | None = None,
+    onednn: bool = False,
 ) -> LensResult:
     """Decode the residual stream after every block of `model` on one sequence.
 
@@ -409,6 +410,10 @@ def logit_lens(
     keep_logits: also return every row's logits, (R, T, V) float32.
     resid: the residual stream `model(ids).resid` ((L + 1, 1, T, C) or (L + 1, T, C)) when you
       already have it, to skip the forward pass (not used with sub_blocks, which needs its parts).
+    onednn: do the unembedding matmuls with oneDNN's fp32 GEMM (through torch's public mkldnn
+      tensors) instead of torch's default BLAS: on CPUs where that BLAS is slow (AMD), about
+      1.15x faster. Float32 CPU models only. The logits then differ from the model's own by
+      float rounding (~1e-5), so the last row is no longer bit-identical to them.
 
     >>> lens = logit_lens(model, "The dog", tokenizer=tok)
     >>> lens.top_ids.shape   # (rows, positions, k)
@@ -489,6 +494,10 @@ def logit_lens(
     W = model.wte.weight  # (V, C): the tied unembedding
     if chunk_size is None:
         chunk_size = max(1, ROWS_PER_MATMUL // len(sources))
+    if onednn:
+        if model.device.type != "cpu" or W.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+            raise LensError("onednn=True needs a float32 model on the CPU, and a torch built with oneDNN")
+        W_onednn = W.detach().to_mkldnn()  # oneDNN's own layout, made once per call
 
     next_ids = torch.full((T_all,), -1, dtype=torch.int64, device=ids.device)
     next_ids[:-1] = ids[1:]
@@ -496,14 +505,18 @@ def logit_lens(
     final_ids = torch.empty(T, dtype=torch.int64)
     n_max = min(chunk_size, T)
     work = _Work(n_max, V, ids.device)
-    z_buf = torch.empty(len(sources) * n_max, V, device=ids.device, dtype=W.dtype)  # every row's logits
+    z_buf = None if onednn else torch.empty(len(sources) * n_max, V, device=ids.device, dtype=W.dtype)
     for c0 in range(lo, hi, chunk_size):
         c1 = min(c0 + chunk_size, hi)
         n, sl, dst = c1 - c0, slice(c0, c1), slice(c0 - lo, c1 - lo)
         # Every row's logits for these n positions in one matmul, which is as fast as one of T rows,
         # while a small n keeps each (n, V) slab, and the references, in the CPU's cache.
         h = sources[:, sl].reshape(-1, C)  # (S * n, C)
-        z_all = torch.mm(h, W.T, out=z_buf[: len(h)]).float().view(len(sources), n, V)  # (S, n, V)
+        if onednn:
+            z_flat = F.linear(h.contiguous().to_mkldnn(), W_onednn).to_dense()  # (S * n, V)
+        else:
+            z_flat = torch.mm(h, W.T, out=z_buf[: len(h)])  # (S * n, C) @ (C, V) -> (S * n, V)
+        z_all = z_flat.float().view(len(sources), n, V)  # (S, n, V): statistics in float32
         if out.logits is not None:
             for r in range(R):
                 out.logits[r, dst] = z_all[slab[r]].cpu()

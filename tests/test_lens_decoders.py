@@ -147,3 +147,21 @@ def test_other_decoders_on_hf_hidden_states(hf_pair, decoder):
 def test_minigpt_package_exports_the_lens():
     assert set(minigpt.DECODERS) == {"ln_f", "ln_f_no_bias", "norm_only", "last_blocks"}
     assert minigpt.logit_lens is logit_lens
+
+
+def test_onednn_matmul_agrees_with_the_default_path():
+    """onednn=True changes only how the unembedding matmul is computed: float rounding, no more."""
+    config = minigpt.GPTConfig(vocab_size=97, n_positions=32, n_embd=24, n_head=3, n_layer=3)
+    torch.manual_seed(3)
+    model = minigpt.GPT(config).eval()
+    ids = torch.randint(0, config.vocab_size, (20,), generator=torch.Generator().manual_seed(4))
+    a = minigpt.logit_lens(model, ids, keep_logits=True)
+    b = minigpt.logit_lens(model, ids, keep_logits=True, onednn=True, chunk_size=7)
+    np.testing.assert_allclose(b.logits, a.logits, atol=1e-5, rtol=0)
+    for name in ("kl_final", "kl_final_rev", "kl_input", "kl_input_rev", "entropy", "cross_entropy"):
+        np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=1e-5, rtol=0, err_msg=name)
+    margin = np.sort(a.logits, axis=-1)[..., -1] - np.sort(a.logits, axis=-1)[..., -2]
+    clear = margin > 1e-4  # top-1 can only flip on a near-tie
+    np.testing.assert_array_equal(b.top_ids[..., 0][clear], a.top_ids[..., 0][clear])
+    with pytest.raises(minigpt.LensError, match="float32 model on the CPU"):
+        minigpt.logit_lens(model.to(torch.float64), ids, onednn=True)
