@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn, Sequence
 import torch
 
 from .errors import InputError, MinigptError
-from .lens import DECODERS
+from .lens import DECODERS, METRICS, row_labels
 
 if TYPE_CHECKING:
     import tiktoken
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     from .lens import LensResult
     from .model import GPT
 
-# The views of `minigpt.plot.plot_lens` (its METRICS; a test checks they agree). Spelled
-# out here so that the parser can list them without importing matplotlib.
-METRICS = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
 METRIC_HELP = {
     "logits": "each cell: the row's top-1 token, coloured by its logit",
     "probs": "each cell: the row's top-1 token, coloured by its probability",
@@ -134,14 +131,6 @@ def positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return n
-
-
-def row_labels(n_layer: int, sub_blocks: bool) -> list[str]:
-    """The lens's row labels for a model (as `logit_lens` names them), to check --layers before the work."""
-    labels = ["embed"]
-    for layer in range(n_layer):
-        labels += [f"h.{layer}.resid_mid", f"h.{layer}"] if sub_blocks else [f"h.{layer}"]
-    return labels
 
 
 # ----------------------------------------------------------------------------

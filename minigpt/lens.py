@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import numpy as np
 import tiktoken
@@ -31,6 +31,10 @@ from .model import GPT
 from .tokenizer import token_text
 
 DECODERS = ("ln_f", "ln_f_no_bias", "norm_only", "last_blocks")
+# The views a figure of a LensResult can show (minigpt.plot draws them; defined here so that
+# the CLI can list them without importing matplotlib).
+Metric = Literal["logits", "probs", "ranks", "kl", "input_ranks", "input_kl"]
+METRICS: tuple[Metric, ...] = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
 # Rows of the one unembedding matmul per chunk (all rows x chunk_size positions): big enough
 # for the matmul to run at full speed, small enough to keep memory bounded whatever the model.
 ROWS_PER_MATMUL = 1536
@@ -223,6 +227,15 @@ class LensResult:
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+
+def row_labels(n_layer: int, sub_blocks: bool = False, prior: bool = False) -> list[str]:
+    """The lens's row labels, bottom to top: ["prior"], "embed", then per block ["h.l.resid_mid"], "h.l"."""
+    labels = ["prior"] if prior else []
+    labels.append("embed")
+    for layer in range(n_layer):
+        labels += [f"h.{layer}.resid_mid", f"h.{layer}"] if sub_blocks else [f"h.{layer}"]
+    return labels
 
 
 def position_range(start: int | None, end: int | None, T: int) -> tuple[int, int]:
@@ -449,18 +462,12 @@ def logit_lens(
         resid = resid.to(model.device)
     else:
         resid = model(ids[None]).resid[:, 0]  # (L + 1, T, C)
-    labels: list[str] = []
-    rows: list[Tensor | None] = []
-    if prior:
-        labels.append("prior")
-        rows.append(None)  # decoded below to β, so that it unembeds to β @ W_E^T
-    labels.append("embed")
+    labels = row_labels(L, sub_blocks, prior)
+    rows: list[Tensor | None] = [None] if prior else []  # the prior row is decoded below, to β
     rows.append(resid[0])
     for l in range(L):
         if sub_blocks:
-            labels.append(f"h.{l}.resid_mid")
             rows.append(parts.resid_mid[l, 0])
-        labels.append(f"h.{l}")
         rows.append(resid[l + 1])
     R, T = len(rows), hi - lo
 

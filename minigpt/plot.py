@@ -16,7 +16,7 @@ import math
 import numbers
 import re
 import unicodedata
-from typing import Literal, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -28,12 +28,10 @@ from matplotlib.ft2font import FT2Font
 from matplotlib.patches import Rectangle
 
 from .errors import LensError
-from .lens import DECODER_DOC, LensResult
+from .lens import DECODER_DOC, METRICS, LensResult, Metric
 
 __all__ = ["plot_lens", "display_token", "METRICS", "Metric"]
 
-Metric = Literal["logits", "probs", "ranks", "kl", "input_ranks", "input_kl"]
-METRICS: tuple[Metric, ...] = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
 
 # Colour-scale clips, as in the post: ranks of the final token bottom out at 100; ranks of
 # the input token at 1000 (they sit much higher, and the post wants to see where they stay).

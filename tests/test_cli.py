@@ -94,13 +94,18 @@ def test_parse_range(spec: str, expected: slice) -> None:
 
 
 def test_metrics_and_rows_agree_with_the_library(tiny_checkpoint: Path) -> None:
-    from minigpt.plot import METRICS as PLOT_METRICS
+    from minigpt.cli import METRIC_HELP, build_parser
 
-    assert METRICS == PLOT_METRICS
+    # Every view the plot draws is a --metric choice, and each has its help line.
+    choices = next(a.choices for a in build_parser()._subparsers._group_actions[0].choices["lens"]._actions
+                   if a.dest == "metric")  # fmt: skip
+    assert tuple(choices) == METRICS and set(METRIC_HELP) == set(METRICS)
     model = minigpt.GPT.from_pretrained(str(tiny_checkpoint))
     for sub_blocks in (False, True):
-        lens = minigpt.logit_lens(model, [1, 2, 3], sub_blocks=sub_blocks)
-        assert row_labels(model.config.n_layer, sub_blocks) == lens.labels
+        for prior in (False, True):
+            lens = minigpt.logit_lens(model, [1, 2, 3], sub_blocks=sub_blocks, prior=prior)
+            assert row_labels(model.config.n_layer, sub_blocks, prior) == lens.labels
+            assert len(lens.labels) == lens.kl_final.shape[0] == 1 + prior + (2 if sub_blocks else 1) * model.config.n_layer
 
 
 def test_help_teaches_the_syntax(capsys: pytest.CaptureFixture[str]) -> None:
