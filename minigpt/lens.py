@@ -310,7 +310,7 @@ class _Dist(NamedTuple):
         return self.top.values[:, 0]  # (n,): max z
 
 
-class _Work:
+class _Work(NamedTuple):
     """Work space for one chunk of n positions, reused across rows: six (n, V) slots.
 
     0: the current row's probabilities, 1: its zs, 2 and 3: the final and input references' zs,
@@ -318,17 +318,18 @@ class _Work:
     products with itself and with both references, reading each slot once.
     """
 
+    slots: Tensor  # (6, n, V)
+    greater: Tensor  # (n, V): rank counts
+
     ROW_P, ROW_ZS, ZS, P = 0, 1, (2, 3), (4, 5)
 
-    def __init__(self, n: int, V: int, device: torch.device) -> None:
-        self.slots = torch.empty(6, n, V, device=device)  # (6, n, V)
-        self.greater = torch.empty(n, V, device=device)  # (n, V): rank counts
+    @classmethod
+    def empty(cls, n: int, V: int, device: torch.device) -> _Work:
+        return cls(torch.empty(6, n, V, device=device), torch.empty(n, V, device=device))
 
     def view(self, n: int) -> _Work:
         """The same buffers for a last, shorter chunk of n positions."""
-        part = object.__new__(_Work)
-        part.slots, part.greater = self.slots[:, :n], self.greater[:n]
-        return part
+        return _Work(self.slots[:, :n], self.greater[:n])
 
 
 def _dist(z: Tensor, k: int, targets: Tensor, work: _Work, ref: int | None = None) -> _Dist:
@@ -511,7 +512,7 @@ def logit_lens(
     out = _Stats(R, T, k, V if keep_logits else None)
     final_ids = torch.empty(T, dtype=torch.int64)
     n_max = min(chunk_size, T)
-    work = _Work(n_max, V, ids.device)
+    work = _Work.empty(n_max, V, ids.device)
     z_buf = None if onednn else torch.empty(len(sources) * n_max, V, device=ids.device, dtype=W.dtype)
     for c0 in range(lo, hi, chunk_size):
         c1 = min(c0 + chunk_size, hi)

@@ -15,7 +15,6 @@ code when loaded, so minigpt refuses them.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -30,8 +29,6 @@ from torch import Tensor
 
 from .errors import CheckpointError, ConfigError, HubError, ModelNameError, PickleCheckpointError
 from .model import GPT, GPTConfig
-
-log = logging.getLogger(__name__)
 
 # The hub repositories behind the preset names.
 HUB_REPOS = {
