@@ -1,7 +1,9 @@
 """GPT-2's byte-level BPE as a `tiktoken.Encoding`.
 
 Built from the checkpoint's `vocab.json` + `merges.txt` when it has them (they are
-byte-identical to OpenAI's `encoder.json` + `vocab.bpe`), else from tiktoken's own `gpt2`.
+byte-identical to OpenAI's `encoder.json` + `vocab.bpe`), else from the GPT-2 ranks bundled
+with minigpt (`minigpt/assets/gpt2.tiktoken`, the same ranks), so that no path needs the
+network. tiktoken's own `get_encoding("gpt2")` would download its files on first use.
 
 Text that merely *contains* "<|endoftext|>" (a web page quoting it, say): `tok.encode(text)`
 raises on it, by tiktoken's design. Use `tok.encode_ordinary(text)` (the string becomes
@@ -12,11 +14,12 @@ minigpt's own entry points (the lens, the CLI, generate) use `encode_ordinary`.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import importlib.resources
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import tiktoken
@@ -27,11 +30,8 @@ EOT = "<|endoftext|>"
 EOT_ID = 50256
 # The pre-tokenisation pattern of GPT-2 (tiktoken's r50k_base / gpt2).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-TIKTOKEN_HOST = "openaipublic.blob.core.windows.net"
-TIKTOKEN_GPT2_URLS = (
-    f"https://{TIKTOKEN_HOST}/gpt-2/encodings/main/vocab.bpe",
-    f"https://{TIKTOKEN_HOST}/gpt-2/encodings/main/encoder.json",
-)
+# sha256 of r50k_base.tiktoken, as tiktoken pins it (tiktoken_ext/openai_public.py).
+GPT2_TIKTOKEN_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 
 
 def byte_decoder() -> dict[str, int]:
@@ -86,41 +86,101 @@ def _encoding_from_files(vocab_path: str, merges_path: str) -> tiktoken.Encoding
     )  # fmt: skip
 
 
-def tiktoken_gpt2() -> tiktoken.Encoding:
-    """tiktoken's `gpt2`, which downloads its files once, with no timeout of its own.
+def bundled_gpt2() -> tiktoken.Encoding:
+    """GPT-2's tokenizer from the ranks bundled with minigpt (`minigpt/assets/gpt2.tiktoken`): no network.
 
-    So check first: use it when cached, and otherwise fail fast when offline.
+    The file is OpenAI's `r50k_base.tiktoken` (MIT, from openai/whisper), the same ranks as
+    `encoder.json` + `vocab.bpe`; its sha256 is the one tiktoken pins for it.
     """
-    cache = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
-    cache_dir = Path(cache) if cache else Path(tempfile.gettempdir()) / "data-gym-cache"
-    cached = all((cache_dir / hashlib.sha1(url.encode()).hexdigest()).exists() for url in TIKTOKEN_GPT2_URLS)
-    if not cached:
-        from huggingface_hub import constants
+    return _bundled_gpt2()
 
-        hint = (
-            "pass a checkpoint directory that has vocab.json and merges.txt, "
-            "or set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached gpt2 files"
-        )
-        if constants.HF_HUB_OFFLINE:
-            raise TokenizerError(f"the GPT-2 tokenizer is not cached and HF_HUB_OFFLINE is set; {hint}")
-        from .load import http_reachable
 
-        if not http_reachable(TIKTOKEN_GPT2_URLS[0]):
-            raise TokenizerError(f"cannot download the GPT-2 tokenizer ({TIKTOKEN_HOST} unreachable); {hint}")
+@functools.lru_cache(maxsize=1)
+def _bundled_gpt2() -> tiktoken.Encoding:
+    path = asset_path("gpt2.tiktoken")
     try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # tiktoken raises plain exceptions for network and hash failures
-        raise TokenizerError(f"tiktoken could not load 'gpt2': {e}") from e
+        data = path.read_bytes()
+    except OSError as e:
+        raise TokenizerError(f"cannot read minigpt's bundled tokenizer {path}: {e}; reinstall minigpt") from e
+    if hashlib.sha256(data).hexdigest() != GPT2_TIKTOKEN_SHA256:
+        raise TokenizerError(f"minigpt's bundled tokenizer {path} is damaged (wrong sha256); reinstall minigpt")
+    # One `base64(token bytes) rank` per line, the format of tiktoken's own files.
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding(
+        name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: EOT_ID},
+        explicit_n_vocab=len(ranks) + 1,
+    )  # fmt: skip
+
+
+def asset_path(*parts: str) -> Path:
+    """A file shipped inside the minigpt package (located with importlib.resources, so any install works)."""
+    return Path(str(importlib.resources.files("minigpt").joinpath("assets", *parts)))
+
+
+# ----------------------------------------------------------------------------
+# Writing vocab.json + merges.txt (for checkpoints that transformers can load too)
+
+
+def write_tokenizer_files(directory: str | os.PathLike, tok: tiktoken.Encoding | None = None) -> None:
+    """Write `vocab.json` + `merges.txt` (Hugging Face's names) for a GPT-2 byte-level BPE.
+
+    For the bundled GPT-2 ranks they are byte-identical to OpenAI's `encoder.json` + `vocab.bpe`.
+    """
+    vocab, merges = tokenizer_files_text(tok or bundled_gpt2())
+    directory = Path(directory)
+    (directory / "vocab.json").write_text(vocab, encoding="utf-8")
+    (directory / "merges.txt").write_text(merges, encoding="utf-8")
+
+
+def tokenizer_files_text(tok: tiktoken.Encoding) -> tuple[str, str]:
+    """The text of `vocab.json` and of `merges.txt` for an encoding's ranks."""
+    return _tokenizer_files_text(tok)
+
+
+@functools.lru_cache(maxsize=2)
+def _tokenizer_files_text(tok: tiktoken.Encoding) -> tuple[str, str]:
+    ranks = tok._mergeable_ranks  # tiktoken keeps no public accessor for the ranks
+    spell = {b: ch for ch, b in byte_decoder().items()}  # byte -> its printable stand-in
+    by_rank = sorted(ranks, key=ranks.__getitem__)
+    vocab = {"".join(spell[b] for b in token): ranks[token] for token in by_rank}
+    vocab.update(tok._special_tokens)
+    lines = ["#version: 0.2"]
+    for token in by_rank:
+        if len(token) > 1:
+            a, b = merge_pair(ranks, token)
+            lines.append("".join(spell[x] for x in a) + " " + "".join(spell[x] for x in b))
+    return json.dumps(vocab), "\n".join(lines) + "\n"
+
+
+def merge_pair(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
+    """The two tokens whose merge made `token`: BPE on its bytes with only the merges ranked below it.
+
+    In a byte-level BPE, a token's rank is the step at which it was merged, so running the
+    earlier merges on its bytes stops at exactly the two parts it was made from.
+    """
+    limit = ranks[token]
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        rank, i = min((ranks.get(a + b, limit), i) for i, (a, b) in enumerate(zip(parts, parts[1:])))
+        if rank >= limit:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise TokenizerError(f"token {token!r} (rank {limit}) is not a merge of two lower-ranked tokens")
+    return parts[0], parts[1]
 
 
 def load_tokenizer(name_or_path: str | os.PathLike = "gpt2") -> tiktoken.Encoding:
     """The tokenizer for a checkpoint name or path (the forms `GPT.from_pretrained` takes).
 
+    A checkpoint's own `vocab.json` + `merges.txt` come first (from its directory, or from the
+    hub cache for a hub name); without them, the bundled GPT-2 ranks, so it works offline.
+
     >>> tok = load_tokenizer("gpt2")
     >>> tok.encode("Hello world")
     [15496, 995]
     """
-    from .load import HUB_ID, HUB_REPOS, hub_download
+    from .load import BUNDLED, HUB_ID, HUB_REPOS, hub_download, looks_like_a_path
 
     path = Path(name_or_path).expanduser()
     if path.exists():
@@ -128,16 +188,18 @@ def load_tokenizer(name_or_path: str | os.PathLike = "gpt2") -> tiktoken.Encodin
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if (folder / vocab).is_file() and (folder / merges).is_file():
                 return encoding_from_files(folder / vocab, folder / merges)
-        return tiktoken_gpt2()
+        return bundled_gpt2()
     name = str(name_or_path)
-    if name in HUB_REPOS or HUB_ID.match(name):
+    if name in BUNDLED:  # the shipped models use the bundled GPT-2 tokenizer, and never ask the hub
+        return bundled_gpt2()
+    if name in HUB_REPOS or (HUB_ID.match(name) and not looks_like_a_path(name)):
         got = hub_download(HUB_REPOS.get(name, name), (), ("vocab.json", "merges.txt"))
         if got["vocab.json"] is not None and got["merges.txt"] is not None:
             return encoding_from_files(got["vocab.json"], got["merges.txt"])
-        return tiktoken_gpt2()
+        return bundled_gpt2()
     from .load import resolve
 
-    resolve(name)  # raises the same ModelNameError as loading the model would
+    resolve(name)  # raises the same ModelNameError as loading the model would (the same rules decide)
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -1,6 +1,7 @@
 """The GPT-2 tokenizer: the shared test vectors (generated offline by tiktoken and HF tokenizers),
 tinyshakespeare's token counts, a round-trip property, special tokens, mismatched files, and the
-tiktoken fallback offline."""
+bundled GPT-2 ranks (the offline fallback, and the source of the vocab.json + merges.txt that
+`minigpt train` writes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import json
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import minigpt
 from minigpt import ModelNameError, TokenizerError
 from minigpt import tokenizer as tokenizer_module
 
-from conftest import SHAKESPEARE, TOKENIZER_DIR, require
+from conftest import ROOT, SHAKESPEARE, TOKENIZER_DIR, require
 
 EOT = "<|endoftext|>"
 EOT_ID = 50256
@@ -180,7 +180,7 @@ def test_unknown_name(tmp_path: Path, monkeypatch) -> None:
 
 
 # ----------------------------------------------------------------------------
-# The tiktoken fallback, for a checkpoint without tokenizer files
+# The bundled GPT-2 ranks: the fallback for a checkpoint without tokenizer files, offline
 
 
 @pytest.fixture
@@ -195,12 +195,67 @@ def no_network(monkeypatch) -> None:
 
 
 @pytest.fixture
-def fresh_tiktoken(monkeypatch) -> None:
-    """Forget encodings tiktoken already built in this process, so the cache dir is really read."""
-    import tiktoken.registry
+def fresh_bundled() -> None:
+    """Forget the bundled encoding built earlier in this process, so the file is really read."""
+    tokenizer_module._bundled_gpt2.cache_clear()
+    yield
+    tokenizer_module._bundled_gpt2.cache_clear()
 
-    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
-    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+
+def test_bundled_ranks_are_openai_s(tokenizer_dir: Path, vectors: dict, tok, fresh_bundled, no_network) -> None:
+    asset = ROOT / "minigpt" / "assets" / "gpt2.tiktoken"
+    assert asset.read_bytes() == (tokenizer_dir / "gpt2.tiktoken").read_bytes()  # see PROVENANCE.md
+    assert hashlib.sha256(asset.read_bytes()).hexdigest() == (
+        "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"  # tiktoken's pin for r50k_base
+    )
+    bundled = tokenizer_module.bundled_gpt2()
+    reference = minigpt.load_tokenizer(tokenizer_dir)  # from encoder.json + vocab.bpe
+    assert bundled._mergeable_ranks == reference._mergeable_ranks == tok._mergeable_ranks
+    assert bundled._special_tokens == reference._special_tokens == {EOT: EOT_ID}
+    assert bundled._pat_str == reference._pat_str
+    check_vectors(bundled, vectors)
+
+
+def test_written_tokenizer_files_are_openai_s(tmp_path: Path, tokenizer_dir: Path, no_network) -> None:
+    tokenizer_module.write_tokenizer_files(tmp_path)
+    assert (tmp_path / "vocab.json").read_bytes() == (tokenizer_dir / "encoder.json").read_bytes()
+    assert (tmp_path / "merges.txt").read_bytes() == (tokenizer_dir / "vocab.bpe").read_bytes()
+
+
+@pytest.mark.parametrize("first, expected", [(b"ab", (b"ab", b"c")), (b"bc", (b"a", b"bc"))])
+def test_merge_pair_replays_the_earlier_merges(first: bytes, expected: tuple[bytes, bytes]) -> None:
+    """'abc' splits two ways into known tokens; only replaying the merges ranked below it finds the real one."""
+    other = b"bc" if first == b"ab" else b"ab"
+    ranks = {b"a": 0, b"b": 1, b"c": 2, first: 3, other: 4, b"abc": 5}
+    assert tokenizer_module.merge_pair(ranks, b"abc") == expected
+
+
+def test_bare_model_file_uses_the_bundled_tokenizer(
+    tmp_path: Path, vocab_checkpoint: Path, vectors: dict, tok, fresh_bundled, no_network, monkeypatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))  # tiktoken's own files: not there
+    fallback = minigpt.load_tokenizer(bare_model_file(tmp_path, vocab_checkpoint))
+    check_vectors(fallback, vectors)
+    assert fallback._mergeable_ranks == tok._mergeable_ranks
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_shipped_model_tokenizer_never_asks_the_hub(monkeypatch, tmp_path: Path, no_network) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    assert minigpt.load_tokenizer("shakespeare").encode("Hello world") == [15496, 995]
+
+
+def test_damaged_bundled_file(tmp_path: Path, fresh_bundled, monkeypatch) -> None:
+    damaged = tmp_path / "assets" / "gpt2.tiktoken"
+    damaged.parent.mkdir()
+    damaged.write_bytes((ROOT / "minigpt" / "assets" / "gpt2.tiktoken").read_bytes()[:-10])
+    monkeypatch.setattr(tokenizer_module, "asset_path", lambda *parts: tmp_path.joinpath("assets", *parts))
+    with pytest.raises(TokenizerError, match=r"bundled tokenizer .* is damaged \(wrong sha256\); reinstall minigpt"):
+        tokenizer_module.bundled_gpt2()
+    damaged.unlink()
+    with pytest.raises(TokenizerError, match=r"cannot read minigpt's bundled tokenizer .*reinstall minigpt"):
+        tokenizer_module.bundled_gpt2()
 
 
 def bare_model_file(tmp_path: Path, vocab_checkpoint: Path) -> Path:
@@ -208,57 +263,3 @@ def bare_model_file(tmp_path: Path, vocab_checkpoint: Path) -> Path:
     path.parent.mkdir()
     shutil.copyfile(vocab_checkpoint / "model.safetensors", path)
     return path
-
-
-def test_tiktoken_fallback_from_a_seeded_cache(
-    tmp_path: Path, vocab_checkpoint: Path, tokenizer_dir: Path, vectors: dict, tok, fresh_tiktoken, no_network,
-    monkeypatch,
-) -> None:
-    cache = tmp_path / "tiktoken-cache"
-    cache.mkdir()
-    # tiktoken caches each URL under sha1(url); the URLs are tiktoken's gpt2() (see PROVENANCE.md).
-    base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
-    for filename in ("vocab.bpe", "encoder.json"):
-        name = hashlib.sha1((base + filename).encode()).hexdigest()
-        shutil.copyfile(tokenizer_dir / filename, cache / name)
-    assert sorted(p.name for p in cache.iterdir()) == [
-        "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
-    ]  # fmt: skip
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
-    fallback = minigpt.load_tokenizer(bare_model_file(tmp_path, vocab_checkpoint))
-    check_vectors(fallback, vectors)
-    assert fallback._mergeable_ranks == tok._mergeable_ranks
-    assert fallback._special_tokens == tok._special_tokens
-    assert fallback._pat_str == tok._pat_str
-
-
-@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "host-unreachable"])
-def test_tiktoken_fallback_not_cached(
-    tmp_path: Path, vocab_checkpoint: Path, fresh_tiktoken, monkeypatch, offline: bool
-) -> None:
-    import huggingface_hub.constants
-
-    empty = tmp_path / "empty-cache"
-    empty.mkdir()
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(empty))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
-    attempts = []
-
-    def unreachable(address, *args, **kwargs):
-        attempts.append(address)
-        raise OSError("network is unreachable (test)")
-
-    monkeypatch.setattr(socket, "create_connection", unreachable)
-    path = bare_model_file(tmp_path, vocab_checkpoint)
-    start = time.perf_counter()
-    with pytest.raises(TokenizerError) as info:
-        minigpt.load_tokenizer(path)
-    elapsed = time.perf_counter() - start
-    print(f"tiktoken fallback, empty cache, offline={offline}: TokenizerError after {elapsed:.3f} s")
-    message = str(info.value)
-    assert "vocab.json and merges.txt" in message and "TIKTOKEN_CACHE_DIR" in message
-    if offline:
-        assert "HF_HUB_OFFLINE is set" in message and attempts == []
-    else:
-        assert "unreachable" in message and len(attempts) == 1
-    assert list(empty.iterdir()) == []
