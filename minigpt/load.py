@@ -4,9 +4,13 @@ Accepted forms, tried in this order so that every name has one meaning:
   1. an existing path: a directory (config.json + model.safetensors [+ vocab.json, merges.txt])
      or a single `.safetensors` file (with the config.json beside it if there is one, else the
      config is inferred from the tensor shapes);
-  2. a preset name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2") or an
+  2. "shakespeare": the small model shipped inside the package (offline, never asks the hub);
+  3. a preset name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2") or an
      `owner/name` hub id: fetched through `huggingface_hub` into the standard HF cache;
-  3. anything else is an error that lists the presets.
+  4. anything else is an error that lists the presets (and the nearest one, for a typo).
+
+A name shaped like a path whose folder does not exist (`weights/gpt2` when `weights/` is
+here, `./x`, `~/x`, `x.safetensors`) is reported as a missing folder, not tried on the hub.
 
 Weights are read from safetensors only. Pickle files (`.bin`, `.pt`) can run arbitrary
 code when loaded, so minigpt refuses them.
@@ -14,6 +18,7 @@ code when loaded, so minigpt refuses them.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -45,6 +50,10 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # also `attn.masked_bias`. They are constants, not parameters; minigpt builds the mask itself.
 MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 PROBE_TIMEOUT_S = 5.0
+# Models shipped inside the package: preset name -> folder under minigpt/assets/.
+BUNDLED = {"shakespeare": "shakespeare"}
+# Reading a checkpoint that needs a dtype conversion goes this many bytes of the file at a time.
+CONVERT_CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -62,23 +71,73 @@ class CheckpointFiles:
 
 
 def presets_hint() -> str:
-    return ", ".join(HUB_REPOS)
+    return ", ".join([*HUB_REPOS, *(f"{name} (shipped with minigpt, offline)" for name in BUNDLED)])
 
 
-def resolve(name_or_path: str | os.PathLike) -> CheckpointFiles:
-    """Turn a preset, hub id, directory or `.safetensors` path into local files (downloading if needed)."""
+def resolve(name_or_path: str | os.PathLike, *, downloading: bool = False) -> CheckpointFiles:
+    """Turn a preset, hub id, directory or `.safetensors` path into local files (downloading if needed).
+
+    `downloading`: the caller is `minigpt download`, whose hints differ when the hub is out of reach.
+    """
     path = Path(name_or_path).expanduser()
     if path.exists():
         return local_files(path)
     name = str(name_or_path)
+    if name in BUNDLED:
+        return bundled_files(name)
     if name in HUB_REPOS:
-        return hub_files(HUB_REPOS[name])
+        return hub_files(HUB_REPOS[name], downloading=downloading)
+    if looks_like_a_path(name):
+        raise ModelNameError(missing_path_message(name))
     if HUB_ID.match(name) and not name.endswith((".safetensors",) + PICKLE_SUFFIXES):
-        return hub_files(name)
+        return hub_files(name, downloading=downloading)
+    nearest = difflib.get_close_matches(name.lower(), [*HUB_REPOS, *BUNDLED], n=1, cutoff=0.6)
+    did_you_mean = f"did you mean {nearest[0]!r}? " if nearest else ""
     raise ModelNameError(
-        f"unknown model {name!r}: it is not an existing path, a preset ({presets_hint()}), "
+        f"unknown model {name!r}: {did_you_mean}it is not an existing path, a preset ({presets_hint()}), "
         "or a hub id like 'openai-community/gpt2'"
     )
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether a name that exists nowhere was meant as a local path rather than a hub id.
+
+    `owner/name` is also the shape of a hub id, so `weights/gpt2` counts as a path only when
+    its parent folder (`weights/`) is here: then the user is pointing into it.
+    """
+    if name.startswith((".", "~", "/", "\\")) or "\\" in name:
+        return True
+    if name.endswith((".safetensors",) + PICKLE_SUFFIXES):
+        return True
+    return "/" in name and Path(name).parent.is_dir()
+
+
+def missing_path_message(name: str) -> str:
+    path = Path(name).expanduser()
+    missing = f"{name} does not exist (nothing at {path.absolute()})"
+    shipped = "or use the model shipped with minigpt, 'shakespeare'"
+    if path.suffix in (".safetensors",) + PICKLE_SUFFIXES:
+        return f"{missing}; check the file name, {shipped}"
+    nearest = difflib.get_close_matches(path.name.lower(), list(HUB_REPOS), n=1, cutoff=0.6)
+    preset = path.name if path.name in HUB_REPOS else nearest[0] if nearest else None
+    default = Path("weights") / preset if preset else None  # where `minigpt download` puts it anyway
+    command = f"minigpt download {preset or 'gpt2'}" + ("" if path == default else f" --dir {name}")
+    for_example = "" if preset else "e.g. "
+    return f"{missing}: make that folder with {for_example}`{command}` (on a machine with network), {shipped}"
+
+
+def bundled_files(name: str) -> CheckpointFiles:
+    """The files of a model shipped inside the package (never the hub)."""
+    from .tokenizer import asset_path
+
+    folder = asset_path(BUNDLED[name])
+    files = CheckpointFiles(folder / "model.safetensors", folder / "config.json")
+    if not (files.weights.is_file() and files.config.is_file()):
+        raise CheckpointError(
+            f"the shipped model {name!r} is missing from {folder}: minigpt was installed without its package "
+            "data; reinstall it (pip install .)"
+        )
+    return files
 
 
 def local_files(path: Path) -> CheckpointFiles:
@@ -146,14 +205,27 @@ def hub_reachable() -> bool:
     return http_reachable(constants.ENDPOINT.rstrip("/") + "/api/models/openai-community/gpt2")
 
 
-def offline_hint() -> str:
-    return (
-        "download the files on a machine with network (`minigpt download NAME`, or from "
-        "https://huggingface.co) and pass their directory instead of the name, or set HF_ENDPOINT to a mirror"
-    )
+def offline_hint(repo_id: str, offline: bool, downloading: bool) -> str:
+    """How to get a checkpoint without network. No mirror under HF_HUB_OFFLINE (the user chose no hub)."""
+    from huggingface_hub import constants
+
+    name = next((preset for preset, repo in HUB_REPOS.items() if repo == repo_id), repo_id)
+    fetch = f"run `minigpt download {name}` on a machine with network"
+    if downloading:
+        hint = f"{fetch} and copy the folder it writes to this machine"
+    else:
+        cached = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+        hint = (
+            f"without network, use the model shipped with minigpt ('shakespeare', or --model shakespeare), "
+            f"or {fetch} and pass its directory here instead of the name, or pass a directory from "
+            f"transformers' cache (e.g. {cached}/<commit>)"
+        )
+    return hint if offline else hint + ", or set HF_ENDPOINT to a mirror"
 
 
-def hub_download(repo_id: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, Path | None]:
+def hub_download(
+    repo_id: str, required: tuple[str, ...], optional: tuple[str, ...] = (), *, downloading: bool = False
+) -> dict[str, Path | None]:
     """Fetch files of a hub repo into the standard HF cache (shared with `transformers`), reusing what is there.
 
     Honours HF_HUB_OFFLINE, HF_ENDPOINT and HF_HOME. When the hub cannot be reached,
@@ -184,23 +256,26 @@ def hub_download(repo_id: str, required: tuple[str, ...], optional: tuple[str, .
                 got[filename] = None
             elif isinstance(e, LocalEntryNotFoundError):
                 why = "HF_HUB_OFFLINE is set" if offline else f"the hub ({constants.ENDPOINT}) cannot be reached"
-                raise HubError(f"cannot get {filename} of {repo_id}: {why} and it is not in the cache; {offline_hint()}") from e
+                hint = offline_hint(repo_id, offline, downloading)
+                raise HubError(f"cannot get {filename} of {repo_id}: {why} and it is not in the cache; {hint}") from e
             else:
                 raise HubError(f"repo {repo_id!r} has no {filename}; minigpt needs config.json and model.safetensors") from e
         except OSError as e:  # a network error mid-download, a full disk, ...
-            raise HubError(f"downloading {filename} of {repo_id} failed: {e}; try again, or {offline_hint()}") from e
+            hint = offline_hint(repo_id, offline, downloading)
+            raise HubError(f"downloading {filename} of {repo_id} failed: {e}; try again, or {hint}") from e
     return got
 
 
-def hub_files(repo_id: str) -> CheckpointFiles:
+def hub_files(repo_id: str, *, downloading: bool = False) -> CheckpointFiles:
     """A hub repo's checkpoint files, fetched into the HF cache."""
-    got = hub_download(repo_id, ("config.json", "model.safetensors"), ("vocab.json", "merges.txt"))
+    required, optional = ("config.json", "model.safetensors"), ("vocab.json", "merges.txt")
+    got = hub_download(repo_id, required, optional, downloading=downloading)
     return CheckpointFiles(got["model.safetensors"], got["config.json"], got["vocab.json"], got["merges.txt"])
 
 
 def download(name: str, directory: str | os.PathLike | None = None) -> Path:
     """Fetch a checkpoint (through the HF cache) and copy its files into `directory` (default `weights/NAME`)."""
-    files = resolve(name)
+    files = resolve(name, downloading=True)
     target = Path(directory) if directory is not None else Path("weights") / Path(name).name
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -328,7 +403,14 @@ def load_model(
 ) -> GPT:
     """Load a GPT-2 checkpoint; see the module docstring for the accepted names.
 
-    dtype defaults to float32 (the checkpoints' own precision); device to the CPU.
+    dtype defaults to float32 (the official checkpoints' precision), whatever the file holds: a
+    float16 or bfloat16 file is upcast. device defaults to the CPU.
+
+    Memory: a file already in the wanted dtype is memory-mapped and its tensors become the
+    parameters, so the peak is about the file's size. A file that needs converting (float16 read
+    as float32, say) is read a block at a time into the new float32 copy, each block through its
+    own short-lived mapping, so the narrow file never sits in memory beside the copy: the peak is
+    at most 1.25x the float32 size either way.
     """
     files = resolve(name_or_path)
     return load_files(files, device=device, dtype=dtype, config=config)
@@ -341,7 +423,7 @@ def load_files(
     dtype: torch.dtype | None = None,
     config: GPTConfig | None = None,
 ) -> GPT:
-    """Build a `GPT` from already-local files."""
+    """Build a `GPT` from already-local files (the memory rule is in `load_model`)."""
     tensors = open_tensors(files.weights)
     if config is None:
         config = read_config(files.config) if files.config is not None else infer_config(tensors)
@@ -350,8 +432,34 @@ def load_files(
         model = GPT(config)
     state = check_tensors(tensors, model, files.weights)
     try:
-        state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+        stored = {k.removeprefix("transformer."): k for k in tensor_names(files.weights)}
+        state = {k: place(v, stored[k], files.weights, device, dtype) for k, v in state.items()}
+    except SafetensorError as e:  # the file changed or broke while it was being read
+        raise CheckpointError(f"{files.weights} could not be read to the end ({e}); download it again") from e
     except (RuntimeError, TypeError, AssertionError) as e:  # AssertionError: "Torch not compiled with CUDA"
         raise CheckpointError(f"cannot move the weights to device={device!r}, dtype={dtype}: {e}") from e
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def place(tensor: Tensor, file_key: str, path: Path, device: str | torch.device | None, dtype: torch.dtype) -> Tensor:
+    """One tensor of the file (stored under `file_key`) on `device` in `dtype`.
+
+    In the wanted dtype already: `.to` (on the CPU, the memory-mapped view itself, no copy).
+    Otherwise a new tensor filled CONVERT_CHUNK_BYTES of the file at a time, each chunk read
+    through a fresh mapping that is closed before the next: a mapping's pages stay in memory until
+    it is closed, so converting through one mapping would hold the whole narrow file as well.
+    """
+    if tensor.dtype == dtype or tensor.dim() == 0 or tensor.numel() == 0:
+        return tensor.to(device=device, dtype=dtype)
+    out = torch.empty(tensor.shape, dtype=dtype, device=device)
+    rows = max(1, CONVERT_CHUNK_BYTES // (tensor[0].numel() * tensor.element_size()))
+    for start in range(0, out.shape[0], rows):
+        with safe_open(str(path), framework="pt") as f:
+            out[start : start + rows].copy_(f.get_slice(file_key)[start : start + rows])
+    return out
+
+
+def tensor_names(path: Path) -> list[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return list(f.keys())

@@ -164,10 +164,22 @@ def test_bare_safetensors_with_config_json_beside_it(tmp_path: Path, tiny_checkp
     assert model.config == TINY
 
 
-def test_float16_checkpoint_loads_as_float32(tmp_path: Path, tiny_state: dict) -> None:
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["official", "hf"])
+def test_half_checkpoint_loads_as_float32(tmp_path: Path, tiny_state: dict, dtype: torch.dtype, layout: str) -> None:
+    half = {k: v.to(dtype) for k, v in tiny_state.items()}
+    model = GPT.from_pretrained(str(write_checkpoint(tmp_path, half, TINY, layout)))
+    assert model.dtype == torch.float32 and {p.dtype for p in model.parameters()} == {torch.float32}
+    assert_weights_equal(model, {k: v.float() for k, v in half.items()})
+    kept = GPT.from_pretrained(str(tmp_path), dtype=dtype)  # asked for the file's own dtype: no conversion
+    assert_weights_equal(kept, half)
+
+
+def test_conversion_reads_large_tensors_in_chunks(tmp_path: Path, tiny_state: dict, monkeypatch) -> None:
+    """A chunk smaller than one tensor (wte here) still gives every row, once."""
+    monkeypatch.setattr(minigpt.load, "CONVERT_CHUNK_BYTES", 5 * 12 * 2)  # 5 rows of wte [37, 12] in float16
     half = {k: v.half() for k, v in tiny_state.items()}
     model = GPT.from_pretrained(str(write(tmp_path, half)))
-    assert model.dtype == torch.float32
     assert_weights_equal(model, {k: v.float() for k, v in half.items()})
 
 
@@ -225,7 +237,7 @@ def test_existing_path_wins_over_a_preset_name(tmp_path: Path, tiny_checkpoint: 
     assert GPT.from_pretrained("gpt2").config == TINY
 
 
-@pytest.mark.parametrize("name", ["gpt3", "gpt-2", "nope/nope/nope", "missing/model.safetensors", "x.bin"])
+@pytest.mark.parametrize("name", ["gpt3", "gpt-2", "nope/nope/nope", "distil"])
 def test_unknown_name_lists_the_presets(name: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
@@ -233,9 +245,76 @@ def test_unknown_name_lists_the_presets(name: str, tmp_path: Path, monkeypatch) 
         GPT.from_pretrained(name)
     message = str(info.value)
     assert repr(name) in message and "existing path" in message
-    for preset in EXPECTED_REPOS:
+    for preset in [*EXPECTED_REPOS, "shakespeare"]:
         assert preset in message, preset
     assert "openai-community/gpt2" in message
+
+
+@pytest.mark.parametrize(
+    "name, nearest",
+    [("gtp2", "gpt2"), ("GPT2", "gpt2"), ("gpt2-XL", "gpt2-xl"), ("gpt2medium", "gpt2-medium"),
+     ("distilgtp2", "distilgpt2"), ("Shakespeare", "shakespeare"), ("shakespear", "shakespeare")],
+)  # fmt: skip
+def test_a_typo_suggests_the_nearest_preset(name: str, nearest: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    with pytest.raises(ModelNameError, match=rf"unknown model '{name}': did you mean '{nearest}'\?"):
+        GPT.from_pretrained(name)
+    with pytest.raises(ModelNameError, match=rf"did you mean '{nearest}'\?"):
+        minigpt.load_tokenizer(name)
+
+
+def test_no_suggestion_for_a_name_far_from_every_preset(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNameError) as info:
+        GPT.from_pretrained("llama")
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("weights/gpt2", "`minigpt download gpt2`"),  # weights/ exists, gpt2/ in it does not
+        ("./weights/gpt2", "`minigpt download gpt2`"),
+        ("weights/gpt2-xl", "`minigpt download gpt2-xl`"),
+        ("weights/my-model", "`minigpt download gpt2 --dir weights/my-model`"),
+        ("./nowhere/gpt2-medium", "`minigpt download gpt2-medium --dir ./nowhere/gpt2-medium`"),
+        ("~/no-such-minigpt-folder/gpt2", "`minigpt download gpt2 --dir ~/no-such-minigpt-folder/gpt2`"),
+    ],
+)
+def test_missing_folder_is_not_taken_for_a_hub_id(name: str, command: str, tmp_path: Path, monkeypatch) -> None:
+    """A path-shaped name whose folder does not exist: say so, and how to make it; never ask the hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    with pytest.raises(ModelNameError) as info:
+        GPT.from_pretrained(name)
+    message = str(info.value)
+    assert message.startswith(f"{name} does not exist (nothing at "), message
+    assert command in message and "on a machine with network" in message, message
+    assert "'shakespeare'" in message
+    assert "hub" not in message and "network is" not in message
+    with pytest.raises(ModelNameError, match="does not exist"):
+        minigpt.load_tokenizer(name)
+
+
+@pytest.mark.parametrize("name", ["missing/model.safetensors", "x.bin", "model.safetensors"])
+def test_missing_file(name: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    with pytest.raises(ModelNameError, match=rf"^{name} does not exist \(nothing at .*\); check the file name"):
+        GPT.from_pretrained(name)
+
+
+def test_missing_folder_on_the_command_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from minigpt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    assert main(["lens", "Hello", "--model", "weights/gpt2", "-o", "x.png"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights/gpt2 does not exist" in err and "minigpt download gpt2" in err
 
 
 @pytest.mark.parametrize(
@@ -245,7 +324,7 @@ def test_unknown_name_lists_the_presets(name: str, tmp_path: Path, monkeypatch) 
 def test_names_map_to_hub_repos(name: str, repo: str, tiny_checkpoint: Path, tmp_path, monkeypatch) -> None:
     asked = []
 
-    def fake_hub_download(repo_id, required, optional=()):
+    def fake_hub_download(repo_id, required, optional=(), downloading=False):
         asked.append((repo_id, required))
         return {f: (tiny_checkpoint / f if (tiny_checkpoint / f).exists() else None) for f in required + optional}
 
@@ -454,8 +533,8 @@ def test_hub_without_network(tmp_path: Path, vocab_checkpoint: Path, mode: str) 
     files = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
     populate_hub_cache(home, "openai-community/gpt2", {f: vocab_checkpoint / f for f in files})
     results = run_hub_script(
-        tmp_path, "model:gpt2-medium", "tokenizer:gpt2-medium", "model:gpt2", "model:openai-community/gpt2",
-        "tokenizer:gpt2", "download:gpt2", mode=mode, home=home,
+        tmp_path, "model:gpt2-medium", "tokenizer:gpt2-medium", "download:gpt2-medium", "model:gpt2",
+        "model:openai-community/gpt2", "tokenizer:gpt2", "download:gpt2", mode=mode, home=home,
     )  # fmt: skip
 
     model = results["model:gpt2-medium"]
@@ -467,11 +546,20 @@ def test_hub_without_network(tmp_path: Path, vocab_checkpoint: Path, mode: str) 
     }[mode]
     assert f"cannot get config.json of openai-community/gpt2-medium: {why}" in model["message"]
     assert "not in the cache" in model["message"]
-    assert "pass their directory instead of the name" in model["message"]  # how to use a local directory
-    assert "minigpt download" in model["message"]
-    tok = results["tokenizer:gpt2-medium"]
-    assert tok.get("error") == "TokenizerError", tok
-    assert "vocab.json and merges.txt" in tok["message"]
+    # How to get a checkpoint without network: the shipped model, `minigpt download` elsewhere, transformers' cache.
+    assert "the model shipped with minigpt ('shakespeare'" in model["message"]
+    assert "run `minigpt download gpt2-medium` on a machine with network and pass its directory" in model["message"]
+    assert "transformers' cache" in model["message"] and "models--openai-community--gpt2-medium" in model["message"]
+    # A mirror is a way out unless the user switched the hub off.
+    assert ("HF_ENDPOINT to a mirror" in model["message"]) == (mode != "HF_HUB_OFFLINE"), model["message"]
+    # `download` is how one makes a directory: it cannot suggest passing one.
+    fetch = results["download:gpt2-medium"]
+    assert fetch.get("error") == HubError.__name__, fetch
+    assert "run `minigpt download gpt2-medium` on a machine with network and copy the folder" in fetch["message"]
+    assert "directory" not in fetch["message"] and "instead of the name" not in fetch["message"]
+    assert ("HF_ENDPOINT to a mirror" in fetch["message"]) == (mode != "HF_HUB_OFFLINE"), fetch["message"]
+    # The tokenizer needs no network at all: the bundled GPT-2 ranks stand in.
+    assert results["tokenizer:gpt2-medium"].get("ok") == [15496, 995], results["tokenizer:gpt2-medium"]
 
     # The cached repo: SMALL_VOCAB's n_embd proves the cached files were used.
     assert results["model:gpt2"].get("ok") == 32, results["model:gpt2"]
@@ -498,7 +586,7 @@ def test_stalled_hub_fails_in_seconds(tmp_path: Path) -> None:
         stalled.close()
     model = results["model:gpt2"]
     assert model.get("error") == HubError.__name__, model
-    assert "cannot be reached" in model["message"] and "pass their directory" in model["message"]
+    assert "cannot be reached" in model["message"] and "pass its directory" in model["message"]
 
 
 # ----------------------------------------------------------------------------
@@ -559,10 +647,14 @@ RSS_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc (Linux)")
-def test_loading_does_not_copy_the_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_loading_does_not_copy_the_weights(tmp_path: Path, dtype: torch.dtype) -> None:
+    """float32: the file's mapping becomes the parameters. float16: the upcast makes the float32 copy, and the
+    narrow file is read in chunks beside it; either way the peak stays within 1.25x the float32 size."""
     config = GPTConfig(vocab_size=50257, n_positions=1024, n_embd=512, n_head=8, n_layer=6)
-    d = write_checkpoint(tmp_path / "big", random_state(config, seed=0), config)
-    file_size = (d / "model.safetensors").stat().st_size
+    state = {k: v.to(dtype) for k, v in random_state(config, seed=0).items()}
+    d = write_checkpoint(tmp_path / "big", state, config)
+    file_size = sum(v.numel() for v in state.values()) * 4  # the model's float32 size
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(d)], env=env, capture_output=True, text=True,
                          timeout=300)  # fmt: skip
