@@ -16,17 +16,19 @@ from .errors import (
     ModelNameError,
     PickleCheckpointError,
     TokenizerError,
+    TrainError,
 )
 from .generate import generate
 from .lens import DECODERS, LensResult, ResidualParts, logit_lens, residual_parts
 from .load import download, load_model
 from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
+from .train import TrainResult, TrainSettings, train
 
 __version__ = "0.1.0"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
-    "HubError", "TokenizerError", "InputError", "LensError",
+    "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",
 ]  # fmt: skip

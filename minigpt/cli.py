@@ -314,6 +314,121 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------
+# minigpt train
+
+# The flag for each training setting (argparse `dest` = the setting's name in minigpt.train).
+TRAIN_FLAGS = {
+    "n_layer": "--layers", "n_head": "--heads", "n_embd": "--embd", "context": "--context", "steps": "--steps",
+    "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "val_fraction": "--val-fraction",
+    "eval_every": "--eval-every", "save_every": "--save-every", "save_dtype": "--save-dtype",
+}  # fmt: skip
+
+TRAIN_EPILOG = """\
+what it does:
+  Reads TEXT_FILE as GPT-2 BPE tokens, holds out the last --val-fraction of them, and trains a
+  fresh GPT-2 on random windows of --context tokens (--batch-size windows per step): AdamW with
+  weight decay 0.1, a linear warm-up over the first 10% of the steps, then cosine decay to lr/10,
+  gradient-norm clipping at 1.0; bf16 autocast on a GPU. Every --eval-every steps it reports the
+  held-out loss beside a unigram baseline (the training split's token frequencies).
+
+what it writes:
+  DIR/config.json, model.safetensors, vocab.json and merges.txt, the official GPT-2 layout that
+  minigpt (--model DIR) and transformers load, and at the end DIR/README.md, a model card with the
+  settings, losses, samples and the command that reproduces the run. Every --save-every steps it
+  also saves DIR.train-state/ (model, AdamW state, step, data RNG) beside DIR: --resume continues
+  from it. It is not part of the model (and is three times its size): ship DIR alone.
+
+note: --layers here is the number of blocks to build; `minigpt lens --layers` picks rows to show.
+
+examples:
+  minigpt train input.txt --out weights/mine --steps 300
+  minigpt train input.txt --out weights/mine --resume          (continue an interrupted run)
+  minigpt train input.txt --out weights/tiny --layers 2 --embd 64 --context 64 --steps 150
+"""
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from .train import SAVE_DTYPES, TrainSettings
+
+    d = TrainSettings()
+    tr = commands.add_parser(
+        "train", help="train a small GPT-2 from scratch on a text file",
+        description="Train a GPT-2 from scratch on a UTF-8 text file and write it as a checkpoint.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    tr.add_argument("text_file", metavar="TEXT_FILE", help="the UTF-8 text to train on")
+    tr.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the checkpoint")
+    shape = tr.add_argument_group("the model (with --resume: the saved run's, unless given)")
+    shape.add_argument("--layers", dest="n_layer", type=int, metavar="N",
+                       help=f"number of blocks (default: {d.n_layer}); not the same as lens --layers")
+    shape.add_argument("--heads", dest="n_head", type=int, metavar="N",
+                       help=f"attention heads per block; must divide --embd (default: {d.n_head})")
+    shape.add_argument("--embd", dest="n_embd", type=int, metavar="N", help=f"residual width (default: {d.n_embd})")
+    shape.add_argument("--context", type=int, metavar="N",
+                       help=f"tokens per window, also the model's n_positions (default: {d.context})")
+    run = tr.add_argument_group("the run")
+    run.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default: {d.steps})")
+    run.add_argument("--batch-size", dest="batch_size", type=int, metavar="N",
+                     help=f"windows (sequences) per step (default: {d.batch_size})")
+    run.add_argument("--lr", type=float, metavar="X", help=f"peak learning rate (default: {d.lr:g})")
+    run.add_argument("--seed", type=int, metavar="N", help=f"seeds the initialisation and the windows (default: {d.seed})")
+    run.add_argument("--val-fraction", dest="val_fraction", type=float, metavar="F",
+                     help=f"the last F of the tokens are held out (default: {d.val_fraction:g})")
+    run.add_argument("--device", help="torch device, e.g. cpu, cuda (default: cuda if available, else cpu)")
+    run.add_argument("--resume", action="store_true", help="continue the run saved in DIR.train-state/")
+    save = tr.add_argument_group("evaluation and saving")
+    save.add_argument("--eval-every", dest="eval_every", type=int, metavar="N",
+                      help=f"report the held-out loss every N steps, and at the end (default: {d.eval_every})")
+    save.add_argument("--save-every", dest="save_every", type=int, metavar="N",
+                      help=f"save the checkpoint and the training state every N steps (default: {d.save_every})")
+    save.add_argument("--save-dtype", dest="save_dtype", choices=SAVE_DTYPES,
+                      help=f"dtype of model.safetensors; float16 halves it (default: {d.save_dtype})")
+    save.add_argument("--data-licence", metavar="TEXT", help="the text's licence, for the model card")
+    tr.set_defaults(run=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .errors import TrainError
+    from .train import TrainSettings, saved_settings, train
+
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    saved = saved_settings(args.out) if args.resume else None
+    if saved is not None:
+        differ = [f"{TRAIN_FLAGS[k]} {v} (the run has {getattr(saved, k)})" for k, v in given.items()
+                  if k in dataclasses.asdict(saved) and k not in ("eval_every", "save_every", "save_dtype")
+                  and v != getattr(saved, k)]  # fmt: skip
+        if differ:
+            raise UsageError(f"--resume continues the run in {args.out} as it was set up: drop " + ", ".join(differ))
+    settings = dataclasses.replace(saved or TrainSettings(), **given)
+    try:
+        settings.check(names=TRAIN_FLAGS)
+    except TrainError as e:
+        raise UsageError(str(e)) from None
+    device = check_device(args.device)
+
+    log = logging.getLogger("minigpt.train")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("train: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with logging_redirect_tqdm(loggers=[log]):
+            result = train(args.text_file, args.out, **dataclasses.asdict(settings), device=device,
+                           resume=args.resume, data_licence=args.data_licence)  # fmt: skip
+    finally:
+        log.removeHandler(handler)
+    note(f"train: val loss {result.val_loss:.3f} nats (unigram baseline {result.unigram_loss:.3f}) after "
+         f"{result.step} steps, {result.elapsed_s / 60:.1f} min; wrote {result.out_dir}")  # fmt: skip
+    print(result.out_dir)
+    return 0
+
+
+# ----------------------------------------------------------------------------
 # The parser and main
 
 
@@ -389,6 +504,7 @@ def build_parser() -> Parser:
     dl.add_argument("name", metavar="NAME", help="a preset (gpt2, ..., distilgpt2) or a hub id")
     dl.add_argument("--dir", type=Path, help="where to put the files (default: weights/NAME)")
     dl.set_defaults(run=cmd_download)
+    add_train_parser(commands)
     return parser
 
 

@@ -42,3 +42,7 @@ class InputError(MinigptError, ValueError):
 
 class LensError(MinigptError, ValueError):
     """A logit-lens request that cannot be answered (unknown decoder, bad k, bad slice)."""
+
+
+class TrainError(MinigptError, ValueError):
+    """A training run that cannot start or continue (a bad setting, an output folder in use, no run to resume)."""
