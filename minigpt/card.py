@@ -35,6 +35,15 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
 
 
+SAMPLE_PROMPT = 8  # tokens of held-out text each sample starts from
+SAMPLE_TOKENS = 40
+
+
+def cell(text: str) -> str:
+    """Text for one markdown table cell: line breaks shown as ↵, pipes escaped."""
+    return text.replace("|", "\\|").replace("\n", "↵ ")
+
+
 def reproduce_command(settings: TrainSettings, device: torch.device, text_path: str, out_dir: str,
                       data_licence: str | None = None) -> str:
     """The `minigpt train` command line that makes this run again, every setting spelled out."""
@@ -76,11 +85,14 @@ def model_card(result: TrainResult, corpus: Corpus, sizes: tuple[int, int], devi
              f"{agree[1]:.0%} at `{lens['labels'][1]}`")  # fmt: skip
     samples = []
     model.eval()
+    n_new = min(SAMPLE_TOKENS, s.context - SAMPLE_PROMPT)
+    rng = torch.Generator(device=model.device).manual_seed(s.seed)
     for window in windows(val_ids, s.context)[: 3 * 7 : 7]:  # prompts from the held-out text
-        prompt = window[:8]
-        out = generate(model, prompt.to(model.device), min(40, s.context - 8), temperature=0)
-        samples.append(f"**Prompt** `{tok.decode(prompt.tolist())!r}` → greedy:\n\n```\n"
-                       f"{tok.decode(out.tolist())}\n```")  # fmt: skip
+        prompt = window[:SAMPLE_PROMPT].to(model.device)
+        greedy = generate(model, prompt, n_new, temperature=0)[SAMPLE_PROMPT:]
+        sampled = generate(model, prompt, n_new, temperature=0.8, top_k=40, generator=rng)[SAMPLE_PROMPT:]
+        samples.append(f"Prompt: `{tok.decode(prompt.tolist())!r}`\n\n| greedy | sampled (temperature 0.8, top-k 40) |\n"
+                       f"|---|---|\n| {cell(tok.decode(greedy.tolist()))} | {cell(tok.decode(sampled.tolist()))} |\n")  # fmt: skip
     precision = "bf16 autocast (weights and AdamW in float32)" if device.type == "cuda" else "float32"
     licence = data_licence or "not recorded: add the text's licence here before sharing this model"
     n_bytes = len(corpus.text.encode("utf-8"))
@@ -137,7 +149,9 @@ the mean KL(final ‖ row) and how often the row's top-1 token is the model's fi
 
 The jump after `embed`: {jump}.
 
-## Samples (greedy, prompts from the held-out text)
+## Samples
+Continuations of {SAMPLE_TOKENS} tokens (↵ is a line break), prompts from the held-out text; the sampling is seeded.
+
 {chr(10).join(samples)}
 
 ## Licence
@@ -147,6 +161,7 @@ The weights: MIT, like minigpt. The data: see above.
 ```
 {reproduce_command(s, device, corpus.path or "TEXT_FILE", str(result.out_dir), data_licence)}
 ```
-Training is seeded and runs the same way each time on the same machine and torch version;
-elsewhere the losses agree to a few hundredths of a nat.
+Training is seeded: the same command with the same torch version and thread count on the same
+kind of machine gives the same weights. Elsewhere floating-point sums round differently, so expect
+close, not identical, losses.
 """

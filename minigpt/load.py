@@ -18,6 +18,7 @@ code when loaded, so minigpt refuses them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -27,6 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -428,7 +430,7 @@ def load_files(
     if config is None:
         config = read_config(files.config) if files.config is not None else infer_config(tensors)
     dtype = dtype or torch.float32
-    with torch.device("meta"):  # no memory for parameters: the file's tensors become them
+    with skeleton():  # no memory for parameters: the file's tensors become them
         model = GPT(config)
     state = check_tensors(tensors, model, files.weights)
     try:
@@ -440,6 +442,23 @@ def load_files(
         raise CheckpointError(f"cannot move the weights to device={device!r}, dtype={dtype}: {e}") from e
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+@contextlib.contextmanager
+def skeleton() -> Iterator[None]:
+    """Build modules on the meta device (shapes, no memory) and skip their random initialisation.
+
+    The file's tensors replace every parameter anyway, and `normal_` on a meta tensor runs a Python
+    reference that imports torch._dynamo on first use: seconds of a first run, for numbers never used.
+    (transformers skips initialisation the same way, by swapping out the torch.nn.init functions.)
+    """
+    normal = torch.nn.init.normal_
+    torch.nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        torch.nn.init.normal_ = normal
 
 
 def place(tensor: Tensor, file_key: str, path: Path, device: str | torch.device | None, dtype: torch.dtype) -> Tensor:

@@ -196,9 +196,11 @@ def train(
     optimizer = make_optimizer(model, settings)
     data_rng = torch.Generator().manual_seed(settings.seed)
     run = load_train_state(state_dir, settings, corpus.sha256, model, optimizer, data_rng) if resume else Progress()
+    # The run's time: every session that trained. Resuming a finished run (to rewrite its files) adds none.
     before, cpu_before, cpu_started = run.elapsed_s, run.cpu_s, time.process_time()
-    clock = lambda: before + time.perf_counter() - started  # noqa: E731
-    cpu_clock = lambda: cpu_before + time.process_time() - cpu_started  # noqa: E731
+    trains = run.step < settings.steps
+    clock = lambda: before + (time.perf_counter() - started if trains else 0.0)  # noqa: E731
+    cpu_clock = lambda: cpu_before + (time.process_time() - cpu_started if trains else 0.0)  # noqa: E731
 
     def save() -> None:
         save_checkpoint(model, out_dir, SAVE_DTYPES[settings.save_dtype])
