@@ -6,6 +6,8 @@
 >>> lens = minigpt.logit_lens(model, "The dog", tokenizer=tok)
 """
 
+from . import report
+from .attention import AttentionPatterns, attention_patterns
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -27,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError",
 ]  # fmt: skip
