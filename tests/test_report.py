@@ -163,6 +163,8 @@ def test_hostile_text_stays_inside_the_json(lens) -> None:
     assert page.count("<script") == 2 and page.count("</script") == 2  # the data element and the script, no more
     assert "<img" not in page and "<b " not in page and "<!--" not in page
     assert "\u2028" not in page and "\u2029" not in page
+    raw = re.search(r'class="mg-data">(.*?)</script>', page, re.S).group(1)
+    assert not set("<>&\u2028\u2029") & set(raw)  # all written as \uXXXX escapes
     data = page_data(page)
     for i, text in hostile.items():
         assert data["text"][str(i)] == display_token(text)  # the same text once parsed
@@ -703,6 +705,7 @@ def test_keyboard_moves_focus_and_pins(browser, page, lens) -> None:
     keys.send_keys(Keys.ARROW_RIGHT).perform()
     assert active() == [result.labels[-2], pos + 2]
     keys.send_keys(Keys.ARROW_UP).perform()
+    assert active() == [result.labels[-1], pos + 2]
     keys.send_keys(Keys.PAGE_DOWN).perform()
     assert active() == [result.labels[0], pos + 2]
     keys.send_keys(Keys.END).perform()
