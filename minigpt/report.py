@@ -98,6 +98,9 @@ class _Data(NamedTuple):
     text: dict[int, str]  # display text of every id above
 
 
+_TARGETS = ("final", "next", "input")  # the tokens whose rank and probability every row has
+
+
 def _report_data(result: LensResult, max_positions: int) -> _Data:
     """Everything the report needs from `result`, its last `max_positions` positions only."""
     T_all = len(result.token_ids)
@@ -126,7 +129,7 @@ def _report_data(result: LensResult, max_positions: int) -> _Data:
         decoder=name, decoder_title=title, start=result.start + lo, total=T_all, k=result.top_ids.shape[2],
         token_ids=cut(result.token_ids), next_ids=cut(result.next_ids), final_ids=cut(result.final_ids),
         top_ids=top_ids, top_probs=top_probs,
-        targets={t: (cut(getattr(result, f"rank_{t}")), cut(getattr(result, f"prob_{t}"))) for t in ("final", "next", "input")},
+        targets={t: (cut(getattr(result, f"rank_{t}")), cut(getattr(result, f"prob_{t}"))) for t in _TARGETS},
         stats={
             "logits": cut(result.top_logits)[:, :, 0], "probs": top_probs[:, :, 0], "ranks": cut(result.rank_final),
             "kl": cut(result.kl_final), "input_ranks": cut(result.rank_input), "input_kl": cut(result.kl_input),
@@ -236,7 +239,9 @@ def _attention(data: _Data, attention: AttentionPatterns) -> dict[str, Any]:
     return {"blocks": attention.blocks.tolist(), "start": lo, "T": T, "scale": 255, "heads": heads}
 
 
-def _payload(data: _Data, views: dict[str, dict[str, Any]], metric: str, title: str | None, attention: Any) -> dict[str, Any]:
+def _payload(
+    data: _Data, views: dict[str, dict[str, Any]], metric: str, title: str | None, attention: dict[str, Any] | None
+) -> dict[str, Any]:
     R, T = len(data.labels), len(data.token_ids)
     return {
         "version": 1,
@@ -259,8 +264,9 @@ def _script_json(obj: Any) -> str:
     """JSON that is safe inside a <script> element: it cannot close the element or start a comment,
     and no line separator breaks old parsers. NaN is refused (JSON.parse rejects it)."""
     text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    # These characters only occur inside JSON strings, where \\uXXXX means the same character.
     for ch, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        text = text.replace(ch, escaped)  # these characters only occur inside JSON strings, where \\uXXXX means the same
+        text = text.replace(ch, escaped)
     return text
 
 
@@ -346,7 +352,8 @@ def lens_html(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{html_escape.escape(payload['title'])}</title>\n<style>{style}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+        f"<title>{html_escape.escape(payload['title'])}</title>\n<style>{style}</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
     )
 
 

@@ -489,13 +489,16 @@ def browser():
     driver.quit()
 
 
+READY_JS = "return document.querySelector('.mg-report').dataset.ready"  # set when the page is built
+
+
 def open_page(driver, path: Path) -> list[dict]:
     """Load a report from disk; return the console messages of the load."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(path.as_uri())
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.querySelector('.mg-report').dataset.ready"))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(READY_JS))
     return driver.get_log("browser")
 
 
@@ -572,14 +575,16 @@ def test_hover_shows_the_top_10_and_the_targets(browser, page, lens) -> None:
         texts = [e.find_element("css selector", ".mg-tok").get_property("textContent") for e in entries]
         assert texts == [display_token(result.text(i)) for i in result.top_ids[r, t, :10]]
         assert f"id {result.top_ids[r, t, 0]}" in entries[0].get_property("textContent")
-        ranks = {e.get_attribute("data-target"): e.get_attribute("data-rank") for e in tip.find_elements("css selector", "tr.mg-target")}
+        targets = tip.find_elements("css selector", "tr.mg-target")
+        ranks = {e.get_attribute("data-target"): e.get_attribute("data-rank") for e in targets}
         assert ranks["final"] == str(result.rank_final[r, t]) and ranks["input"] == str(result.rank_input[r, t])
         assert ranks["next"] == ("" if t == len(result) - 1 else str(result.rank_next[r, t]))
 
 
 def view_stats(result: LensResult) -> dict[str, np.ndarray]:
     return {"logits": result.top_logits[:, :, 0], "probs": result.top_probs[:, :, 0], "ranks": result.rank_final,
-            "kl": result.kl_final, "input_ranks": result.rank_input, "input_kl": result.kl_input, "entropy": result.entropy}  # fmt: skip
+            "kl": result.kl_final, "input_ranks": result.rank_input, "input_kl": result.kl_input,
+            "entropy": result.entropy}  # fmt: skip
 
 
 def expected_colour(name: str, value: float, result: LensResult) -> tuple[int, int, int]:
@@ -685,14 +690,16 @@ def test_keyboard_moves_focus_and_pins(browser, page, lens) -> None:
 
     result, _, _ = lens
     active = lambda: browser.execute_script(  # noqa: E731
-        "const e = document.activeElement; return e.classList.contains('mg-cell') ? [e.dataset.row, Number(e.dataset.pos)] : null")
+        "const e = document.activeElement;"
+        " return e.classList.contains('mg-cell') ? [e.dataset.row, Number(e.dataset.pos)] : null")
     browser.execute_script("document.activeElement.blur(); document.querySelector('.mg-view').focus()")
     keys = ActionChains(browser)
     for _ in range(8):  # the controls, then the grid's one tab stop
         keys.send_keys(Keys.TAB).perform()
         if active():
             break
-    stop = browser.execute_script("const e = document.querySelector('td.mg-cell[tabindex=\"0\"]'); return [e.dataset.row, Number(e.dataset.pos)]")
+    stop = browser.execute_script(
+        "const e = document.querySelector('td.mg-cell[tabindex=\"0\"]'); return [e.dataset.row, Number(e.dataset.pos)]")
     assert active() == stop  # Tab reaches the grid at its one roving stop...
     assert browser.find_element("css selector", ".mg-tip").is_displayed()  # ...and focus shows its tooltip
     keys.send_keys(Keys.PAGE_UP).perform()
@@ -822,6 +829,8 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
 
 
 def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
     a, b = synthetic_result(2, 3, seed=1), synthetic_result(3, 4, seed=2)
     path = tmp_path / "two.html"
     path.write_text(f"<!DOCTYPE html><html><body>{notebook_html(a)}{notebook_html(b)}</body></html>", encoding="utf-8")
@@ -830,9 +839,7 @@ def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
     counts = []
     for frame in frames:
         browser.switch_to.frame(frame)
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        WebDriverWait(browser, 20).until(lambda d: d.execute_script("return document.querySelector('.mg-report').dataset.ready"))
+        WebDriverWait(browser, 20).until(lambda d: d.execute_script(READY_JS))
         counts.append(browser.execute_script("return document.querySelectorAll('td.mg-cell').length"))
         browser.switch_to.default_content()
     assert counts == [2 * 3, 3 * 4]
