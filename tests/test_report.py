@@ -75,6 +75,22 @@ def synthetic_result(R: int, T: int, k: int = 10, *, seed: int = 0, labels: list
     )  # fmt: skip
 
 
+def depth_result(agree: np.ndarray) -> tuple[LensResult, np.ndarray, np.ndarray]:
+    """A result whose top-1 is the final top-1 exactly where `agree` (R, T) is True, with its prediction
+    depth and first hit by their definitions (row indices, R = never)."""
+    R, T = agree.shape
+    result = synthetic_result(R, T)
+    top = result.top_ids.copy()
+    top[:, :, 0] = np.where(agree, result.final_ids, (result.final_ids + 1) % 50257)
+    result = dataclasses.replace(result, top_ids=top)
+    first_hit = np.array([np.flatnonzero(agree[:, t])[0] if agree[:, t].any() else R for t in range(T)])
+    settled = [next((i for i, a in enumerate(agree[::-1, t]) if not a), R) for t in range(T)]  # agreeing rows on top
+    depth = R - np.array(settled)
+    if not hasattr(type(result), "depth"):  # a LensResult without prediction depth: give it the fields it will have
+        result.depth, result.first_hit = depth, first_hit
+    return result, depth, first_hit
+
+
 def page_data(page: str) -> dict:
     """The JSON the page carries, parsed as a browser would (NaN refused)."""
     m = re.search(r'<script type="application/json" class="mg-data">(.*?)</script>', page, re.S)
@@ -138,7 +154,8 @@ def test_the_data_is_the_result(lens) -> None:
     assert [r["label"] for r in data["rows"]] == result.labels
     assert [r["site"] for r in data["rows"]] == ["prior", "embed"] + ["resid_mid", "resid_post"] * 3
     assert [r["block"] for r in data["rows"]] == [-1, -1, 0, 0, 1, 1, 2, 2]
-    assert data["decoder"]["name"] == "ln_f" and "ln_f" in data["decoder"]["title"]
+    assert data["decoder"]["name"] == getattr(result.decoder, "name", result.decoder)  # "ln_f"; "logit" once a value
+    assert data["decoder"]["title"] == "ln_f (the model's own decoder)"
     assert data["input"] == result.token_ids.tolist() and data["final"] == result.final_ids.tolist()
     assert data["next"] == result.next_ids.tolist() and data["next"][-1] == -1
     assert np.array_equal(np.array(data["top_ids"]).reshape(R, T, TOP), result.top_ids[:, :, :TOP])
@@ -150,7 +167,8 @@ def test_the_data_is_the_result(lens) -> None:
     expected = {"logits": result.top_logits[:, :, 0], "probs": result.top_probs[:, :, 0], "ranks": result.rank_final,
                 "kl": result.kl_final, "input_ranks": result.rank_input, "input_kl": result.kl_input,
                 "entropy": result.entropy}  # fmt: skip
-    assert list(data["views"]) == list(expected) and data["view"] == "kl"  # no depth in today's LensResult
+    depth = ["depth"] if getattr(result, "depth", None) is not None else []  # once LensResult has it (issue 7)
+    assert list(data["views"]) == list(expected) + depth and data["view"] == "kl"
     for name, values in expected.items():
         assert close(np.array(data["views"][name]["values"]).reshape(R, T), values), name
     for i in {*result.top_ids[:, :, :TOP].ravel().tolist(), *result.token_ids.tolist()}:
@@ -215,34 +233,38 @@ def test_a_lens_with_fewer_than_ten_tokens_shows_what_it_has() -> None:
 
 def test_depth_when_the_result_has_it() -> None:
     # Coded against the fields the lead pinned for LensResult (depth, first_hit: (T,) row indices, R = never).
-    result = synthetic_result(4, 6)
-    result.depth = np.array([0, 1, 3, 4, 2, 3])
-    result.first_hit = np.array([0, 0, 1, 4, 2, 2])
+    agree = np.array([[1, 0, 0, 0, 0, 1], [1, 1, 0, 0, 0, 1], [1, 1, 0, 1, 1, 0], [1, 1, 1, 0, 1, 1]], dtype=bool)
+    result, depth, first_hit = depth_result(agree)
+    assert depth.tolist() == [0, 1, 3, 4, 2, 3] and first_hit.tolist() == [0, 1, 3, 2, 2, 0]
     data = page_data(lens_html(result, metric="depth"))
-    assert data["view"] == "depth" and data["depth"] == {"depth": [0, 1, 3, 4, 2, 3], "first_hit": [0, 0, 1, 4, 2, 2]}
-    assert np.array_equal(np.array(data["views"]["depth"]["values"]).reshape(4, 6), np.tile(result.depth, (4, 1)))
+    assert data["view"] == "depth" and data["depth"] == {"depth": depth.tolist(), "first_hit": first_hit.tolist()}
+    assert np.array_equal(np.array(data["views"]["depth"]["values"]).reshape(4, 6), np.tile(depth, (4, 1)))
     assert data["views"]["depth"]["hi"] == 4
-    with pytest.raises(LensError, match="no prediction depth"):
-        lens_html(synthetic_result(4, 6), metric="depth")
+    if not hasattr(type(result), "depth"):  # today's LensResult: depth only when it has the fields
+        with pytest.raises(LensError, match="no prediction depth"):
+            lens_html(synthetic_result(4, 6), metric="depth")
 
 
 def test_rows_and_decoder_from_the_result() -> None:
     plain = page_data(lens_html(synthetic_result(3, 2)))
     assert [r["block"] for r in plain["rows"]] == [-1, 0, 1] and [r["site"] for r in plain["rows"]][0] == "embed"
-    custom = page_data(lens_html(synthetic_result(2, 2, labels=["a", "b"])))
-    assert [r["block"] for r in custom["rows"]] == [-1, -1]  # not a lens layout: a stride keeps every row
-    tail = page_data(lens_html(dataclasses.replace(synthetic_result(3, 2), decoder="last_blocks:2")))
-    assert tail["decoder"] == {"name": "last_blocks:2", "title": "the last 2 block(s), then ln_f"}
 
-    # A decoder value (as the lens package will give) is read by its name and title.
+    # A decoder value (as the lens package gives) is read by its name and title, rows by their blocks and sites.
     class Decoder:
         name, title = "norm_only", "normalisation only (no γ, no β)"
 
     result = synthetic_result(3, 2)
     result.decoder = Decoder()
-    result.blocks, result.sites = np.array([-1, 0, 1]), np.array(["embed", "resid_post", "resid_post"])
+    result.blocks, result.sites = np.array([-1, 1, 0]), np.array(["embed", "resid_mid", "resid_post"])
     data = page_data(lens_html(result))
     assert data["decoder"] == {"name": "norm_only", "title": "normalisation only (no γ, no β)"}
+    assert [(r["block"], r["site"]) for r in data["rows"]] == [(-1, "embed"), (1, "resid_mid"), (0, "resid_post")]
+
+    if "blocks" not in {f.name for f in dataclasses.fields(LensResult)}:  # until LensResult carries its rows as data
+        custom = page_data(lens_html(synthetic_result(2, 2, labels=["a", "b"])))
+        assert [r["block"] for r in custom["rows"]] == [-1, -1]  # not a lens layout: a stride keeps every row
+        tail = dataclasses.replace(synthetic_result(3, 2), decoder="last_blocks:2")
+        assert page_data(lens_html(tail))["decoder"] == {"name": "last_blocks:2", "title": "the last 2 block(s), then ln_f"}
 
 
 @pytest.mark.parametrize(
@@ -807,9 +829,10 @@ def test_screenshot_is_not_blank(browser, page, tmp_path_factory) -> None:
 def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
     from selenium.webdriver.support.ui import Select
 
-    result = synthetic_result(4, 30)
-    result.depth = np.array([t % 5 for t in range(30)])  # 4 = never
-    result.first_hit = np.minimum(result.depth, 1)
+    wanted = np.array([t % 5 for t in range(30)])  # 4 = never
+    agree = np.arange(4)[:, None] >= wanted[None, :]
+    agree[1, ::3] = True  # early hits that do not hold
+    result, depth, _ = depth_result(agree)
     path = tmp_path / "capped.html"
     path.write_text(lens_html(result, max_positions=6), encoding="utf-8")
     console = open_page(browser, path)
@@ -821,11 +844,11 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
     check_views(browser, result[24:], n=24)  # random statistics: colours all over the scales
     Select(browser.find_element("css selector", ".mg-view")).select_by_value("depth")
     for c in browser.execute_script(CELLS_JS):
-        assert c["value"] == str(result.depth[c["pos"]])
+        assert c["value"] == str(depth[c["pos"]])
     marks = browser.execute_script(
         "return Array.from(document.querySelectorAll('td.mg-settle')).map(td => [td.dataset.row, Number(td.dataset.pos)])")
     labels = result.labels
-    assert sorted(marks) == sorted([labels[result.depth[p]], p] for p in range(24, 30) if result.depth[p] < 4)
+    assert sorted(marks) == sorted([labels[depth[p]], p] for p in range(24, 30) if depth[p] < 4)
 
 
 def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
