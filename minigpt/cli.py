@@ -12,6 +12,7 @@ text that does not fit, a file that cannot be written).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
@@ -20,12 +21,14 @@ import torch
 
 from .errors import InputError, MinigptError
 from .lens import DECODERS, METRICS, row_labels
+from .report import MAX_POSITIONS as REPORT_POSITIONS
+from .report import TOP
 
 if TYPE_CHECKING:
     import tiktoken
 
     from .lens import LensResult
-    from .model import GPT
+    from .model import GPT, GPTConfig
 
 METRIC_HELP = {
     "logits": "each cell: the row's top-1 token, coloured by its logit",
@@ -61,6 +64,7 @@ examples:
   minigpt lens "The dog ran" --model weights/gpt2 --metric kl --sub-blocks --json lens.json -o kl.png
   minigpt lens --text-file book.txt --model gpt2 --truncate --range=-20: -o tail.png
   minigpt lens "The dog ran" --model gpt2 --decoder last_blocks --last-blocks 2 -o lens.png
+  minigpt lens --text-file abstract.txt --model gpt2 --metric kl --attention 5 -o lens.html
 """
 
 MAIN_EPILOG = """\
@@ -123,6 +127,14 @@ def parse_range(spec: str) -> slice:
         raise argparse.ArgumentTypeError(f"expected START:END such as 10:20, :5 or -8:, got {spec!r}") from None
 
 
+def parse_blocks(spec: str) -> list[int]:
+    """'5' -> [5]; '0,5,11' -> [0, 5, 11]."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items or not all(s.isdigit() for s in items):
+        raise argparse.ArgumentTypeError(f"expected block numbers such as 5 or 0,5,11, got {spec!r}")
+    return sorted({int(s) for s in items})
+
+
 def positive_int(value: str) -> int:
     try:
         n = int(value)
@@ -131,6 +143,59 @@ def positive_int(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
     return n
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not 0 < x < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not 0 <= x < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+# Options whose value may start with "-" (a negative slice start). argparse takes "-3:" for an
+# option of its own, so `--range -3:` becomes `--range=-3:` before parsing.
+NEGATIVE_VALUE_OPTIONS = ("--range",)
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """['--range', '-3:'] -> ['--range=-3:'], for the options that take such values."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in NEGATIVE_VALUE_OPTIONS:
+            value = next(it, None)
+            if value is not None and value.startswith("-") and value != "--":
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -152,10 +217,22 @@ def check_device(spec: str | None) -> str | None:
     return spec
 
 
+def load_config(name: str) -> GPTConfig:
+    """The checkpoint's config, read before its weights, so that options can be checked against it."""
+    from .load import checkpoint_config
+
+    return checkpoint_config(name)
+
+
 def load(name: str, device: str | None) -> tuple[GPT, tiktoken.Encoding]:
     from . import GPT, load_tokenizer
 
     return GPT.from_pretrained(name, device=device), load_tokenizer(name)
+
+
+def check_top_k(top_k: int | None, config: GPTConfig) -> None:
+    if top_k is not None and top_k > config.vocab_size:
+        raise UsageError(f"--top-k {top_k} is more than the vocabulary of {config.vocab_size} tokens; use at most that")
 
 
 def check_output(path: Path, flag: str) -> None:
@@ -173,15 +250,22 @@ def check_output(path: Path, flag: str) -> None:
 
 
 def read_text(args: argparse.Namespace) -> str:
+    """The TEXT argument, or the --text-file's contents less one trailing newline (editors add one)."""
     if args.text_file is None:
         return args.text
     try:
         if args.text_file == "-":
-            return sys.stdin.read()
-        return Path(args.text_file).read_text(encoding="utf-8")
+            text = sys.stdin.read()
+        else:
+            text = Path(args.text_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise CommandError(f"cannot read --text-file {args.text_file}: {why}") from None
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+
+
+def is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
 
 
 def note(message: str) -> None:
@@ -200,7 +284,14 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if args.text is not None and args.text_file is not None:
         raise UsageError("give the text either as an argument or with --text-file, not both")
     if args.output is None and args.json is None:
-        raise UsageError("nothing to write: give -o PNG and/or --json PATH")
+        raise UsageError("nothing to write: give -o PNG (or -o NAME.html) and/or --json PATH")
+    report = args.output is not None and is_report(args.output)
+    if args.attention is not None and not report:
+        raise UsageError("--attention goes into an HTML report: give -o NAME.html")
+    if report and args.layers is not None:
+        raise UsageError("--layers picks a figure's rows; an HTML report shows every row and has a stride control")
+    if args.max_positions is None:
+        args.max_positions = REPORT_POSITIONS if report else 20
     decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "ln_f")
     if args.last_blocks is not None and decoder != "last_blocks":
         raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
@@ -211,8 +302,21 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output(args.output, "-o")
         check_format(args.output)
-    if args.json is not None:
+    if args.json is not None and not is_stdout(args.json):
         check_output(args.json, "--json")
+    # Options that depend on the model's shape are checked against its config.json, before the weights.
+    config = load_config(args.model)
+    L = config.n_layer
+    if args.last_blocks is not None and args.last_blocks > L:
+        raise UsageError(f"--last-blocks {args.last_blocks}: the model has {L} blocks; use 1 to {L}")
+    check_top_k(args.top_k, config)
+    labels = row_labels(L, args.sub_blocks)
+    if isinstance(args.layers, list):
+        unknown = [s for s in args.layers if s not in labels]
+        if unknown:
+            raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
+    if args.attention is not None and max(args.attention) >= L:
+        raise UsageError(f"--attention: this model's blocks are 0..{L - 1}, not {max(args.attention)}")
 
     model, tok = load(args.model, device)
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
@@ -225,11 +329,6 @@ def cmd_lens(args: argparse.Namespace) -> int:
             )
         note(f"lens: the text is {len(ids)} tokens; --truncate keeps the last {n_ctx} (the model's context)")
         ids = ids[-n_ctx:]
-    labels = row_labels(model.config.n_layer, args.sub_blocks)
-    if isinstance(args.layers, list):
-        unknown = [s for s in args.layers if s not in labels]
-        if unknown:
-            raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
     lo, hi, _ = (args.range or slice(None)).indices(len(ids))
     if lo >= hi:
         raise InputError(
@@ -239,32 +338,44 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if hi - lo > args.max_positions:
         if args.output is not None:
             shown = f"the last {args.max_positions} of {hi - lo} positions"
-            note(f"lens: the figure shows {shown} (choose with --range or --max-positions)")
+            note(f"lens: the {'report' if report else 'figure'} shows {shown} (choose with --range or --max-positions)")
         if args.json is None:
-            lo = hi - args.max_positions  # the figure needs no more: decode only what it shows
+            lo = hi - args.max_positions  # the figure or report needs no more: decode only what it shows
     note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {decoder}) ...")
 
+    k = min(max(args.top_k, TOP), config.vocab_size) if report else args.top_k  # a report shows the top 10
     result = logit_lens(
         model, torch.tensor(ids), tokenizer=tok, decoder=decoder, last_blocks=args.last_blocks or 1,
-        k=args.top_k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
+        k=k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
     )  # fmt: skip
-    if args.json is not None:
+    if is_stdout(args.json):
+        print(result.to_json())
+    elif args.json is not None:
         result.to_json(args.json)
         note(f"lens: wrote {args.json}")
-    if args.output is not None:
+    if report:
+        save_report(result, args, model, torch.tensor(ids), slice(max(lo, hi - args.max_positions), hi))
+        note(f"lens: wrote {args.output}")
+    elif args.output is not None:
         save_plot(result, args)
         note(f"lens: wrote {args.output}")
     return 0
 
 
+def is_report(path: Path) -> bool:
+    return path.suffix.lower() in (".html", ".htm")
+
+
 def check_format(path: Path) -> None:
-    """matplotlib picks the format from the suffix: check it now rather than after the work."""
+    """The suffix picks the format (matplotlib's for images): check it now rather than after the work."""
+    if is_report(path):
+        return
     from matplotlib.figure import Figure
 
     formats = Figure().canvas.get_supported_filetypes()
     suffix = path.suffix.lstrip(".").lower()
     if suffix not in formats:
-        raise UsageError(f"-o {path}: unknown image format {suffix or '(no suffix)'!r}; use e.g. .png, .svg or .pdf")
+        raise UsageError(f"-o {path}: unknown image format {suffix or '(no suffix)'!r}; use e.g. .png, .svg, .pdf or .html")
 
 
 def save_plot(result: LensResult, args: argparse.Namespace) -> None:
@@ -275,6 +386,19 @@ def save_plot(result: LensResult, args: argparse.Namespace) -> None:
         sub_blocks=args.sub_blocks, kl_max=args.kl_max, title=args.title,
     )  # fmt: skip
     fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
+
+
+def save_report(result: LensResult, args: argparse.Namespace, model: GPT, ids: torch.Tensor, shown: slice) -> None:
+    from .attention import attention_patterns
+    from .report import lens_html
+
+    attention = None
+    if args.attention is not None:  # the positions the report shows, however many the user asked for
+        size = shown.stop - shown.start
+        attention = attention_patterns(model, ids, blocks=args.attention, positions=shown, max_positions=size)
+    page = lens_html(result, attention=attention, metric=args.metric, max_positions=args.max_positions,
+                     kl_max=args.kl_max, title=args.title)  # fmt: skip
+    args.output.write_text(page, encoding="utf-8")
 
 
 def summary(labels: list[str]) -> str:
@@ -295,8 +419,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if not args.prompt:
         raise InputError("the prompt is empty: give at least one token to continue")
+    config = load_config(args.model)
+    check_top_k(args.top_k, config)
+    n_ctx = config.n_positions
+    if args.n >= n_ctx:
+        raise UsageError(f"-n {args.n}: the model's context is {n_ctx} tokens, prompt included; ask for fewer")
     model, tok = load(args.model, device)
     ids = torch.tensor(tok.encode_ordinary(args.prompt))
+    room = n_ctx - args.n  # prompt tokens that fit beside the new ones
+    if len(ids) > room:
+        if not args.truncate:
+            raise InputError(
+                f"a prompt of {len(ids)} tokens plus {args.n} new ones exceeds the context of {n_ctx} positions; "
+                f"pass --truncate to keep the last {room} prompt tokens, or ask for fewer with -n"
+            )
+        note(f"generate: the prompt is {len(ids)} tokens; --truncate keeps the last {room}")
+        ids = ids[-room:]
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -323,6 +461,7 @@ def build_parser() -> Parser:
         epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"minigpt {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     lens = commands.add_parser(
@@ -334,25 +473,31 @@ def build_parser() -> Parser:
     )  # fmt: skip
     source = lens.add_argument_group("input")
     source.add_argument("text", nargs="?", metavar="TEXT", help="the text to read (or use --text-file)")
-    source.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file ('-' for stdin)")
+    source.add_argument("--text-file", metavar="PATH",
+                        help="read the text from a UTF-8 file ('-' for stdin); one trailing newline is dropped")
     source.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
     source.add_argument("--truncate", action="store_true",
                         help="keep the last n_positions tokens of a text longer than the context")
     source.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cpu)")
     output = lens.add_argument_group("output (at least one)")
-    output.add_argument("-o", "--output", type=Path, metavar="PNG", help="image to write (.png, .svg, .pdf, ...)")
+    output.add_argument("-o", "--output", type=Path, metavar="PNG",
+                        help="image to write (.png, .svg, .pdf, ...), or .html: an interactive report (one offline file)")
     output.add_argument("--json", type=Path, metavar="PATH",
-                        help="write every statistic as JSON (NaN as null; all positions of --range)")
+                        help="write every statistic as JSON (NaN as null; all positions of --range); '-' for stdout")
     lens_view = lens.add_argument_group("what the figure shows")
     lens_view.add_argument("--metric", choices=METRICS, default="logits", help="what the colours show (default: logits)")
     lens_view.add_argument("--layers", type=parse_layers, metavar="SPEC",
                            help="rows: a stride (2) or a list (0,5,11 or embed,h.5); see below (default: all)")
     lens_view.add_argument("--range", type=parse_range, metavar="START:END", help="positions to decode (default: all)")
-    lens_view.add_argument("--max-positions", type=positive_int, default=20, metavar="N",
-                           help="most positions in one figure, the last ones of the range (default: 20)")
-    lens_view.add_argument("--kl-max", type=float, default=10.0, metavar="NATS",
+    lens_view.add_argument("--max-positions", type=positive_int, metavar="N",
+                           help="most positions in one figure or report, the last ones of the range "
+                           f"(default: 20 in a figure, {REPORT_POSITIONS} in a report)")
+    lens_view.add_argument("--kl-max", type=positive_float, default=10.0, metavar="NATS",
                            help="top of the KL colour scale (default: 10)")
-    lens_view.add_argument("--title", help="figure title")
+    lens_view.add_argument("--title", help="the figure title's first line (the decoder line stays below it)")
+    lens_view.add_argument("--attention", type=parse_blocks, metavar="BLOCKS",
+                           help="in an HTML report, also the attention patterns of these blocks (5 or 0,5,11): "
+                           "which earlier tokens each position reads, per head")
     lens_view.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
     lens_how = lens.add_argument_group("how rows are decoded")
     lens_how.add_argument("--decoder", choices=DECODERS, help="how a row becomes logits (default: ln_f, the model's own)")
@@ -360,7 +505,7 @@ def build_parser() -> Parser:
                           help="with --decoder last_blocks: run the last K blocks before ln_f")
     lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
-                          help="top tokens kept per cell in the JSON (default: 5)")
+                          help=f"top tokens kept per cell in the JSON (default: 5; at least {TOP} with an HTML report)")
     lens.set_defaults(run=cmd_lens)
 
     gen = commands.add_parser(
@@ -372,8 +517,11 @@ def build_parser() -> Parser:
     )  # fmt: skip
     gen.add_argument("prompt", metavar="PROMPT")
     gen.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
-    gen.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=40, help="tokens to add (default: 40)")
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding (default: 1.0)")
+    gen.add_argument("-n", "--max-new-tokens", dest="n", type=non_negative_int, default=40,
+                     help="tokens to add (default: 40)")
+    gen.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 is greedy decoding (default: 1.0)")
+    gen.add_argument("--truncate", action="store_true",
+                     help="keep the last prompt tokens that fit in the context beside the new ones")
     gen.add_argument("--top-k", type=positive_int, help="sample only among the K likeliest tokens")
     gen.add_argument("--seed", type=int, help="seed the sampling, for repeatable output")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, mps (default: cpu)")
@@ -389,7 +537,15 @@ def build_parser() -> Parser:
     dl.add_argument("name", metavar="NAME", help="a preset (gpt2, ..., distilgpt2) or a hub id")
     dl.add_argument("--dir", type=Path, help="where to put the files (default: weights/NAME)")
     dl.set_defaults(run=cmd_download)
+    for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser
+
+
+def version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def one_line(error: BaseException) -> str:
@@ -400,6 +556,7 @@ def one_line(error: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `minigpt` command with `argv` (default: sys.argv[1:]); return the exit status."""
     parser = build_parser()
+    argv = join_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or argparse's one-line usage error
