@@ -336,6 +336,7 @@ BAD = [
     (dict(batch_size=0), LensError, r"batch_size must be a positive number of windows"),
     (dict(decoders=["lnf"]), LensError, r"unknown decoder 'lnf'; choose one of logit, ln_f_no_bias"),
     (dict(decoders=[]), LensError, r"decoders is empty"),
+    (dict(decoders=None), LensError, r"decoders is a list of decoders or names"),
     (dict(decoders=["logit", "ln_f"]), LensError, r"two decoders are named 'logit'"),
     (dict(decoders=[LastBlocks(4)]), LensError, r"last_blocks must be between 1 and the number of blocks \(3\), got 4"),
     (dict(corpus="some text"), LensError, r"a text corpus needs a tokenizer"),

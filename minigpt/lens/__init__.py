@@ -12,7 +12,7 @@ after any block l, giving a distribution over the vocabulary for every row (laye
 | `result.py`    | `LensResult`, prediction depth, saving and loading                                 |
 | `corpus.py`    | `evaluate_lens`: per-row means over a whole corpus, in bits; `CorpusResult`        |
 | `_stream.py`   | the private streaming kernel both front ends run (one matmul per chunk of positions)|
-| `_matmul.py`   | the precision knob `matmul="exact" | "onednn" | "bf16"`                            |
+| `_matmul.py`   | the precision knob, matmul= "exact", "onednn" or "bf16" (private)                  |
 
 Memory: neither front end ever holds a (rows x positions x V) tensor (unless `keep_logits=True`).
 """

@@ -150,6 +150,8 @@ def _evaluate_batch(model: GPT, idx: Tensor, rows: list[Row], decs: list[Decoder
 def _decoders(model: GPT, decoders: Sequence[Decoder | str] | Decoder | str) -> list[Decoder]:
     if isinstance(decoders, (str, dict)) or isinstance(decoders, Decoder):
         decoders = [decoders]  # type: ignore[list-item]
+    if not isinstance(decoders, Iterable):
+        raise LensError(f"decoders is a list of decoders or names, e.g. ['logit', 'norm_only'], got {decoders!r}")
     decs = [as_decoder(d) for d in decoders]
     if not decs:
         raise LensError("decoders is empty: give at least one, e.g. decoders=['logit']")
