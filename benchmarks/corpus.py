@@ -2,7 +2,7 @@
 
     python benchmarks/corpus.py speed  [--shape gpt2] [--tokens 8192] [--window 1024] [--repeats 3]
     python benchmarks/corpus.py bf16   [--shape gpt2] [--tokens 1024] [--repeats 3]
-    python benchmarks/corpus.py memory [--shape gpt2] [--tokens 2048] [--window 1024]
+    python benchmarks/corpus.py memory [--shape gpt2] [--tokens 2048] [--window 1024] [--batch-size B]
 
 speed: `evaluate_lens(model, ids, window=W)` (the default decoder, every row) against its floor:
   the blocks' forward pass over the same windows, batched as evaluate_lens batches them, plus R
@@ -12,7 +12,8 @@ speed: `evaluate_lens(model, ids, window=W)` (the default decoder, every row) ag
 bf16: `matmul="bf16"` against the exact default, for one sequence (`logit_lens`) and for the
   corpus, on gpt2-shaped random weights made "sharp" (logits spread like GPT-2's, around a shared
   offset of about -100): time, and the error (KL difference, top-1 flips, rank changes).
-memory: peak RSS above the model and one forward pass, for N and 10 N tokens (fresh processes).
+memory: peak RSS above the model and one forward pass (the blocks over one full batch), for N and
+  10 N tokens, in fresh processes; N should be at least one batch (2048 tokens by default).
 
 Every mode prints the CPU and its capabilities (avx2, avx512_bf16, amx) first: bf16 is fast only
 with bf16 matrix units, and many times slower without.
@@ -144,11 +145,12 @@ def bf16(args: argparse.Namespace) -> dict:
 def memory_child(args: argparse.Namespace) -> dict:
     model = make_model(args.shape)
     ids = random_corpus(model, args.tokens)
-    batch = max(1, POSITIONS_PER_BATCH // args.window)
+    batch = args.batch_size or max(1, POSITIONS_PER_BATCH // args.window)
+    one_batch = torch.randint(0, model.config.vocab_size, (batch, args.window), generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        row_streams(model, ids[: batch * args.window].view(-1, args.window)[:batch], lens_rows(model.config.n_layer))
-    base = peak_rss_since_reset()  # the model and one forward pass (the blocks over one batch)
-    evaluate_lens(model, ids, window=args.window)
+        row_streams(model, one_batch, lens_rows(model.config.n_layer))
+    base = peak_rss_since_reset()  # the model and one forward pass (the blocks over one full batch)
+    evaluate_lens(model, ids, window=args.window, batch_size=batch)
     peak = peak_rss_since_reset()
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return {"tokens": args.tokens, "base_gb": base / GB, "peak_gb": peak / GB, "extra_gb": (peak - base) / GB,
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="corpus tokens (default: 8192 speed, 1024 bf16, 2048 memory)")
     parser.add_argument("--window", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: evaluate_lens's)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.tokens = args.tokens or {"speed": 8192, "bf16": 1024, "memory": 2048}[args.mode]
@@ -188,6 +191,8 @@ def main() -> None:
               f"| {r['rank_final_changed']:.2%} ({r['rank_final_max_change']}) | {r['corpus_kl_max_abs_diff_bits']:.2g} |")
     else:
         me = [str(Path(__file__).resolve()), "memory", "--child", "--shape", args.shape, "--window", str(args.window)]
+        if args.batch_size:
+            me += ["--batch-size", str(args.batch_size)]
         small = run_child(me + ["--tokens", str(args.tokens)])
         large = run_child(me + ["--tokens", str(10 * args.tokens)])
         print(json.dumps([small, large]), file=sys.stderr)
