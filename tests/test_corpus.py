@@ -314,9 +314,9 @@ def lens_memory(tokens: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc")
 def test_memory_stays_flat_when_the_corpus_grows_tenfold():
-    """Peak RSS above the model and one forward pass, for 512 and 5120 tokens of a model with
-    GPT-2's vocabulary: a (B, T, V) logits tensor here would be 51 MB, (R, N, V) floats 1.5 GB."""
-    small, large = lens_memory(512), lens_memory(5120)
+    """Peak RSS above the model and one forward pass, for 256 and 2560 tokens of a model with
+    GPT-2's vocabulary: a batch's (B, T, V) logits would be 51 MB here, (R, N, V) floats 1.5 GB."""
+    small, large = lens_memory(256), lens_memory(2560)
     assert large - small < 50e6, (small, large)
     assert small < 1.5e9, small  # bounded by the work space, not by the corpus
 
