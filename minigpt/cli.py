@@ -41,7 +41,7 @@ METRIC_HELP = {
     "kl": "KL(p_final || p_row) in nats: how far each row is from the model's output",
     "input_ranks": "rank of the input token in each row (does the row still 'see' its input?)",
     "input_kl": "KL(p_input || p_row) in nats, p_input being the embed row's distribution",
-    "depth": "prediction depth: dark from the row up which every row's top-1 is the final top-1",
+    "depth": "prediction depth: light from the row up which every row's top-1 is the final top-1",
 }
 
 LENS_EPILOG = """\

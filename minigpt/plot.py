@@ -61,12 +61,13 @@ _VIEWS: dict[str, _View] = {
     "kl": _View("KL(final ‖ row)", "KL(final ‖ row), nats", "Blues"),
     "input_ranks": _View("rank of the input token", "rank of the input token", "Blues"),
     "input_kl": _View("KL(input ‖ row)", "KL(input ‖ row), nats", "Blues"),
-    "depth": _View("prediction depth", "", ""),  # three categories, drawn with DEPTH_COLORS
+    "depth": _View("prediction depth", "the row's top-1", "Blues"),  # three categories of DEPTH_SHADES
 }
-# The depth view's cells: the row's top-1 is not the final top-1; it is, but a row above it
-# disagrees again; it is, in this row and every row above (the row is at or above the depth).
-DEPTH_COLORS = ("#f7fbff", "#9ecae1", "#2171b5")
-DEPTH_LABELS = ("top-1 ≠ final", "= final, not yet settled", "settled (row ≥ depth)")
+# The depth view's cells, light to dark: the row is at or above the position's depth (its top-1 and
+# every top-1 above it are the final top-1); its top-1 is the final one but a row above disagrees
+# again; its top-1 is another token. The shades are taken from the view's colour map.
+DEPTH_SHADES = (0.1, 0.4, 0.75)
+DEPTH_LABELS = ("settled (row ≥ depth)", "= final, not yet settled", "≠ final top-1")
 DEPTH_GID = "depth"  # the gid of the line under each position's depth row
 
 
@@ -198,8 +199,8 @@ def _statistic(
     if metric == "depth":
         shown = np.array(rows)[:, None]  # (R, 1): row indices, as depth counts them
         agree = result.top_ids[rows, :, 0] == result.final_ids  # (R, T)
-        values = np.where(shown >= result.depth, 2, np.where(agree, 1, 0)).astype(np.float64)
-        return values, BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3), "neither", "the row's top-1"
+        values = np.where(shown >= result.depth, 0, np.where(agree, 1, 2)).astype(np.float64)
+        return values, BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3), "neither", view.colorbar
     kl = result.kl_final if metric == "kl" else result.kl_input
     # KL >= 0; float rounding can give -1e-7 for a row equal to its reference.
     values = np.clip(kl[rows].astype(np.float64), 0.0, kl_max)
@@ -243,10 +244,10 @@ def plot_lens(
         "kl": KL(p_final ‖ p_row) in nats, clipped at `kl_max`;
         "input_ranks": the rank of the input token (log scale, 1 to 1000);
         "input_kl": KL(p_input ‖ p_row) in nats, with the same clip as "kl" so the two compare;
-        "depth": dark where the row is at or above the position's prediction depth (`result.depth`:
-          from that row up, every row's top-1 is the final top-1), light blue where the row's top-1
-          is the final one but a row above disagrees again, white where it is not; a black line
-          sits under each position's depth row.
+        "depth": light where the row is at or above the position's prediction depth (`result.depth`:
+          from that row up, every row's top-1 is the final top-1), mid blue where the row's top-1
+          is the final one but a row above disagrees again, dark where it is another token; a black
+          line sits under each position's depth row.
 
     layers: an int n keeps every n-th block (h.0, h.n, h.2n, ...) and always the last one and
       `embed`; a list shows exactly those rows (in depth order): numbers are *block* numbers
@@ -299,7 +300,9 @@ def plot_lens(
         bar_aspect, bar_fraction = 20.0, 0.05
     ax.set_gid("lens")
 
-    cmap = ListedColormap(DEPTH_COLORS) if metric == "depth" else mpl.colormaps[_VIEWS[metric].cmap]
+    cmap = mpl.colormaps[_VIEWS[metric].cmap]
+    if metric == "depth":
+        cmap = ListedColormap(cmap(DEPTH_SHADES))
     cmap = cmap.with_extremes(bad="#dddddd")
     image = ax.imshow(values, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest")
     for r in range(R):

@@ -267,9 +267,9 @@ def test_colours_are_the_statistic(metric: str) -> None:
         "kl": np.clip(result.kl_final, 0, 7.5),
         "input_ranks": np.clip(result.rank_input, 1, 1000),
         "input_kl": np.clip(result.kl_input, 0, 7.5),
-        # 2 at or above the depth, 1 where the row agrees below it, 0 where it disagrees
-        "depth": np.where(np.arange(4)[:, None] >= result.depth, 2,
-                          np.where(result.top_ids[:, :, 0] == result.final_ids, 1, 0)),  # fmt: skip
+        # 0 at or above the depth, 1 where the row agrees below it, 2 where it disagrees
+        "depth": np.where(np.arange(4)[:, None] >= result.depth, 0,
+                          np.where(result.top_ids[:, :, 0] == result.final_ids, 1, 2)),  # fmt: skip
     }[metric]
     np.testing.assert_allclose(image(fig), want, rtol=1e-6)
     if metric in ("ranks", "kl", "input_ranks", "input_kl"):  # the random values do exceed the clip

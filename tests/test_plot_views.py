@@ -43,12 +43,12 @@ def test_depth_view_colours_and_lines():
     assert result.depth.tolist() == [1, 4, 0, 5] and result.first_hit.tolist() == [1, 1, 0, 5]
     fig = plot_lens(result, "depth")
     want = np.array([
-        [0, 0, 2, 0],
-        [2, 1, 2, 0],
-        [2, 1, 2, 0],
-        [2, 0, 2, 0],
-        [2, 2, 2, 0],
-    ])  # fmt: skip
+        [2, 2, 0, 2],
+        [0, 1, 0, 2],
+        [0, 1, 0, 2],
+        [0, 2, 0, 2],
+        [0, 0, 0, 2],
+    ])  # fmt: skip  # 0: settled, 1: agrees but not settled, 2: disagrees
     np.testing.assert_array_equal(image(fig), want)
     assert depth_lines(fig) == [(0.5, 0.0), (3.5, 1.0), (-0.5, 2.0)]  # none for position 3 ("never")
     bar = fig.axes[-1]
@@ -59,7 +59,7 @@ def test_depth_view_colours_and_lines():
 def test_depth_view_with_rows_left_out():
     """The line sits under the first row shown at or above the depth (row indices, not block numbers)."""
     fig = plot_lens(depth_result(), "depth", layers=["embed", "h.2", "h.3"])
-    np.testing.assert_array_equal(image(fig), [[0, 0, 2, 0], [2, 0, 2, 0], [2, 2, 2, 0]])
+    np.testing.assert_array_equal(image(fig), [[2, 2, 0, 2], [0, 2, 0, 2], [0, 0, 0, 2]])
     assert depth_lines(fig) == [(0.5, 0.0), (1.5, 1.0), (-0.5, 2.0)]
 
 
