@@ -156,7 +156,7 @@ def test_lens_range_decoder_and_sub_blocks_reach_the_api(capsys, tmp_path, vocab
     assert_json_equals_api(json.loads(js.read_text(encoding="utf-8")), expected)
 
 
-@pytest.mark.parametrize("metric", ["logits", "input_kl"])  # "ranks" and "kl" render in the tests below
+@pytest.mark.parametrize("metric", ["logits", "input_kl", "depth"])  # "ranks" and "kl" render in the tests below
 def test_metrics_render(capsys, tmp_path, vocab_checkpoint, metric) -> None:
     png = tmp_path / f"{metric}.png"
     code, _, err = run(capsys, "lens", TEXT, "-m", vocab_checkpoint, "--metric", metric, "-o", png, "--range", "0:6")
