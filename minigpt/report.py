@@ -93,8 +93,8 @@ class _Data(NamedTuple):
     top_probs: np.ndarray  # (R, T, K)
     targets: dict[str, tuple[np.ndarray, np.ndarray]]  # final/next/input -> rank (R, T), probability (R, T)
     stats: dict[str, np.ndarray]  # view name -> (R, T) values
-    depth: np.ndarray | None  # (T,) row indices; R = never
-    first_hit: np.ndarray | None  # (T,)
+    depth: np.ndarray  # (T,) row indices; R = never
+    first_hit: np.ndarray  # (T,)
     text: dict[int, str]  # display text of every id above
 
 
@@ -109,24 +109,11 @@ def _report_data(result: LensResult, max_positions: int) -> _Data:
     K = min(TOP, result.top_ids.shape[2])
     top_ids, top_probs = cut(result.top_ids)[:, :, :K], cut(result.top_probs)[:, :, :K]
 
-    blocks, sites = getattr(result, "blocks", None), getattr(result, "sites", None)
-    if blocks is None or sites is None:  # a LensResult from before rows carried their structure
-        blocks, sites = _rows_from_labels(result.labels)
-    decoder = result.decoder
-    if isinstance(decoder, str):  # a LensResult from before the decoder was a value ("ln_f", "last_blocks:2")
-        from .lens import DECODER_DOC
-
-        name, _, k = decoder.partition(":")
-        name, title = decoder, DECODER_DOC.get(name, decoder).format(k=k)
-    else:
-        name, title = decoder.name, decoder.title
-    depth, first_hit = getattr(result, "depth", None), getattr(result, "first_hit", None)
-
     ids = [cut(result.token_ids), cut(result.next_ids), cut(result.final_ids), top_ids.ravel()]
     used = np.unique(np.concatenate(ids))
     return _Data(
-        labels=list(result.labels), blocks=[int(b) for b in blocks], sites=[str(s) for s in sites],
-        decoder=name, decoder_title=title, start=result.start + lo, total=T_all, k=result.top_ids.shape[2],
+        labels=list(result.labels), blocks=[int(b) for b in result.blocks], sites=[str(s) for s in result.sites],
+        decoder=result.decoder.name, decoder_title=result.decoder.title, start=result.start + lo, total=T_all, k=result.top_ids.shape[2],
         token_ids=cut(result.token_ids), next_ids=cut(result.next_ids), final_ids=cut(result.final_ids),
         top_ids=top_ids, top_probs=top_probs,
         targets={t: (cut(getattr(result, f"rank_{t}")), cut(getattr(result, f"prob_{t}"))) for t in _TARGETS},
@@ -135,26 +122,9 @@ def _report_data(result: LensResult, max_positions: int) -> _Data:
             "kl": cut(result.kl_final), "input_ranks": cut(result.rank_input), "input_kl": cut(result.kl_input),
             "entropy": cut(result.entropy),
         },
-        depth=None if depth is None else cut(np.asarray(depth)),
-        first_hit=None if first_hit is None else cut(np.asarray(first_hit)),
+        depth=cut(result.depth), first_hit=cut(result.first_hit),
         text={int(i): display_token(result.text(int(i))) for i in used if i >= 0},
     )  # fmt: skip
-
-
-def _rows_from_labels(labels: list[str]) -> tuple[list[int], list[str]]:
-    """Each row's block and site, for a result that does not carry them: the labels are rebuilt
-    with the lens's own `row_labels` until one layout matches (no label is parsed)."""
-    from .lens import row_labels
-
-    for prior in (False, True):
-        for sub_blocks in (False, True):
-            n = (len(labels) - 1 - prior) // (2 if sub_blocks else 1)
-            if row_labels(n, sub_blocks, prior) == labels:
-                rows = ([(-1, "prior")] if prior else []) + [(-1, "embed")]
-                for b in range(n):
-                    rows += [(b, "resid_mid"), (b, "resid_post")] if sub_blocks else [(b, "resid_post")]
-                return [b for b, _ in rows], [s for _, s in rows]
-    return [-1] * len(labels), ["unknown"] * len(labels)  # custom rows: a stride keeps them all
 
 
 # ----------------------------------------------------------------------------
@@ -175,8 +145,7 @@ def _views(data: _Data, kl_max: float) -> dict[str, dict[str, Any]]:
     """Each view's values (R, T) and colour scale, keyed by name, as the page reads them."""
     R, T = len(data.labels), len(data.token_ids)
     stats = dict(data.stats)
-    if data.depth is not None:
-        stats["depth"] = np.broadcast_to(data.depth[None, :], (R, T))  # every cell shows its column's depth
+    stats["depth"] = np.broadcast_to(data.depth[None, :], (R, T))  # every cell shows its column's depth
     out = {}
     for name, values in stats.items():
         view = VIEWS[name]
@@ -254,7 +223,7 @@ def _payload(
         "top_ids": _numbers(data.top_ids), "top_probs": _numbers(data.top_probs),
         "targets": {t: {"rank": _numbers(rank), "prob": _numbers(prob)} for t, (rank, prob) in data.targets.items()},
         "views": views, "view": metric,
-        "depth": None if data.depth is None else {"depth": data.depth.tolist(), "first_hit": data.first_hit.tolist()},
+        "depth": {"depth": data.depth.tolist(), "first_hit": data.first_hit.tolist()},
         "attention": attention,
         "colours": list(colour_table()), "bad": BAD_COLOR,
     }  # fmt: skip
@@ -337,8 +306,7 @@ def lens_html(
     data = _report_data(result, int(max_positions))
     views = _views(data, float(kl_max))
     if metric not in views:
-        why = " (this result has no prediction depth)" if metric == "depth" else ""
-        raise LensError(f"unknown metric {metric!r}{why}; choose one of {', '.join(views)}")
+        raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(views)}")
     payload = _payload(data, views, metric, title, None if attention is None else _attention(data, attention))
     script, style = _asset("report.js"), _asset("report.css")
     # The policy names the page's only script and style sheet by hash: nothing else may run,

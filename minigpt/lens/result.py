@@ -151,6 +151,13 @@ class LensResult:
         span = f"{self.start}:{self.start + len(self)}"
         return f"LensResult({len(labels)} rows [{rows}] × positions {span} {text!r}, decoder {self.decoder.name!r}, k={k})"
 
+    def _repr_html_(self) -> str:
+        """The interactive report inline in Jupyter (its last 64 positions, in a sandboxed iframe).
+        Jupyter runs the report's script only in trusted notebooks; elsewhere the grid shows without it."""
+        from ..report import notebook_html  # the report is imported only when a notebook asks
+
+        return notebook_html(self)
+
     # -- saving it
 
     def arrays(self) -> dict[str, np.ndarray]:
