@@ -22,11 +22,13 @@ from .lens import DECODERS, LensResult, ResidualParts, logit_lens, residual_part
 from .load import download, load_model
 from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
+from .tuned import TunedLens
 
 __version__ = "0.1.0"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "TunedLens",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError",
 ]  # fmt: skip
