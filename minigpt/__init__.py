@@ -6,6 +6,8 @@
 >>> lens = minigpt.logit_lens(model, "The dog", tokenizer=tok)
 """
 
+from importlib import metadata as _metadata
+
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -24,7 +26,10 @@ from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
 from .tuned import TunedLens
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml alone
+    __version__ = _metadata.version("minigpt-lens")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",

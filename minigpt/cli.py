@@ -12,6 +12,7 @@ text that does not fit, a file that cannot be written).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     import tiktoken
 
     from .lens import LensResult
-    from .model import GPT
+    from .model import GPT, GPTConfig
 
 METRIC_HELP = {
     "logits": "each cell: the row's top-1 token, coloured by its logit",
@@ -133,6 +134,59 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not 0 < x < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return x
+
+
+def non_negative_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not 0 <= x < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+# Options whose value may start with "-" (a negative slice start). argparse takes "-3:" for an
+# option of its own, so `--range -3:` becomes `--range=-3:` before parsing.
+NEGATIVE_VALUE_OPTIONS = ("--range",)
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """['--range', '-3:'] -> ['--range=-3:'], for the options that take such values."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in NEGATIVE_VALUE_OPTIONS:
+            value = next(it, None)
+            if value is not None and value.startswith("-") and value != "--":
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(arg)
+    return out
+
+
 # ----------------------------------------------------------------------------
 # Shared steps
 
@@ -152,10 +206,22 @@ def check_device(spec: str | None) -> str | None:
     return spec
 
 
+def load_config(name: str) -> GPTConfig:
+    """The checkpoint's config, read before its weights, so that options can be checked against it."""
+    from .load import checkpoint_config
+
+    return checkpoint_config(name)
+
+
 def load(name: str, device: str | None) -> tuple[GPT, tiktoken.Encoding]:
     from . import GPT, load_tokenizer
 
     return GPT.from_pretrained(name, device=device), load_tokenizer(name)
+
+
+def check_top_k(top_k: int | None, config: GPTConfig) -> None:
+    if top_k is not None and top_k > config.vocab_size:
+        raise UsageError(f"--top-k {top_k} is more than the vocabulary of {config.vocab_size} tokens; use at most that")
 
 
 def check_output(path: Path, flag: str) -> None:
@@ -173,15 +239,22 @@ def check_output(path: Path, flag: str) -> None:
 
 
 def read_text(args: argparse.Namespace) -> str:
+    """The TEXT argument, or the --text-file's contents less one trailing newline (editors add one)."""
     if args.text_file is None:
         return args.text
     try:
         if args.text_file == "-":
-            return sys.stdin.read()
-        return Path(args.text_file).read_text(encoding="utf-8")
+            text = sys.stdin.read()
+        else:
+            text = Path(args.text_file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise CommandError(f"cannot read --text-file {args.text_file}: {why}") from None
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+
+
+def is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
 
 
 def note(message: str) -> None:
@@ -211,8 +284,19 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_output(args.output, "-o")
         check_format(args.output)
-    if args.json is not None:
+    if args.json is not None and not is_stdout(args.json):
         check_output(args.json, "--json")
+    # Options that depend on the model's shape are checked against its config.json, before the weights.
+    config = load_config(args.model)
+    L = config.n_layer
+    if args.last_blocks is not None and args.last_blocks > L:
+        raise UsageError(f"--last-blocks {args.last_blocks}: the model has {L} blocks; use 1 to {L}")
+    check_top_k(args.top_k, config)
+    labels = row_labels(L, args.sub_blocks)
+    if isinstance(args.layers, list):
+        unknown = [s for s in args.layers if s not in labels]
+        if unknown:
+            raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
 
     model, tok = load(args.model, device)
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
@@ -225,11 +309,6 @@ def cmd_lens(args: argparse.Namespace) -> int:
             )
         note(f"lens: the text is {len(ids)} tokens; --truncate keeps the last {n_ctx} (the model's context)")
         ids = ids[-n_ctx:]
-    labels = row_labels(model.config.n_layer, args.sub_blocks)
-    if isinstance(args.layers, list):
-        unknown = [s for s in args.layers if s not in labels]
-        if unknown:
-            raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
     lo, hi, _ = (args.range or slice(None)).indices(len(ids))
     if lo >= hi:
         raise InputError(
@@ -248,7 +327,9 @@ def cmd_lens(args: argparse.Namespace) -> int:
         model, torch.tensor(ids), tokenizer=tok, decoder=decoder, last_blocks=args.last_blocks or 1,
         k=args.top_k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
     )  # fmt: skip
-    if args.json is not None:
+    if is_stdout(args.json):
+        print(result.to_json())
+    elif args.json is not None:
         result.to_json(args.json)
         note(f"lens: wrote {args.json}")
     if args.output is not None:
@@ -295,8 +376,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if not args.prompt:
         raise InputError("the prompt is empty: give at least one token to continue")
+    config = load_config(args.model)
+    check_top_k(args.top_k, config)
+    n_ctx = config.n_positions
+    if args.n >= n_ctx:
+        raise UsageError(f"-n {args.n}: the model's context is {n_ctx} tokens, prompt included; ask for fewer")
     model, tok = load(args.model, device)
     ids = torch.tensor(tok.encode_ordinary(args.prompt))
+    room = n_ctx - args.n  # prompt tokens that fit beside the new ones
+    if len(ids) > room:
+        if not args.truncate:
+            raise InputError(
+                f"a prompt of {len(ids)} tokens plus {args.n} new ones exceeds the context of {n_ctx} positions; "
+                f"pass --truncate to keep the last {room} prompt tokens, or ask for fewer with -n"
+            )
+        note(f"generate: the prompt is {len(ids)} tokens; --truncate keeps the last {room}")
+        ids = ids[-room:]
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(args.seed)
@@ -323,6 +418,7 @@ def build_parser() -> Parser:
         epilog=MAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"minigpt {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     lens = commands.add_parser(
@@ -334,7 +430,8 @@ def build_parser() -> Parser:
     )  # fmt: skip
     source = lens.add_argument_group("input")
     source.add_argument("text", nargs="?", metavar="TEXT", help="the text to read (or use --text-file)")
-    source.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file ('-' for stdin)")
+    source.add_argument("--text-file", metavar="PATH",
+                        help="read the text from a UTF-8 file ('-' for stdin); one trailing newline is dropped")
     source.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
     source.add_argument("--truncate", action="store_true",
                         help="keep the last n_positions tokens of a text longer than the context")
@@ -342,7 +439,7 @@ def build_parser() -> Parser:
     output = lens.add_argument_group("output (at least one)")
     output.add_argument("-o", "--output", type=Path, metavar="PNG", help="image to write (.png, .svg, .pdf, ...)")
     output.add_argument("--json", type=Path, metavar="PATH",
-                        help="write every statistic as JSON (NaN as null; all positions of --range)")
+                        help="write every statistic as JSON (NaN as null; all positions of --range); '-' for stdout")
     lens_view = lens.add_argument_group("what the figure shows")
     lens_view.add_argument("--metric", choices=METRICS, default="logits", help="what the colours show (default: logits)")
     lens_view.add_argument("--layers", type=parse_layers, metavar="SPEC",
@@ -350,9 +447,9 @@ def build_parser() -> Parser:
     lens_view.add_argument("--range", type=parse_range, metavar="START:END", help="positions to decode (default: all)")
     lens_view.add_argument("--max-positions", type=positive_int, default=20, metavar="N",
                            help="most positions in one figure, the last ones of the range (default: 20)")
-    lens_view.add_argument("--kl-max", type=float, default=10.0, metavar="NATS",
+    lens_view.add_argument("--kl-max", type=positive_float, default=10.0, metavar="NATS",
                            help="top of the KL colour scale (default: 10)")
-    lens_view.add_argument("--title", help="figure title")
+    lens_view.add_argument("--title", help="the figure title's first line (the decoder line stays below it)")
     lens_view.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
     lens_how = lens.add_argument_group("how rows are decoded")
     lens_how.add_argument("--decoder", choices=DECODERS, help="how a row becomes logits (default: ln_f, the model's own)")
@@ -372,8 +469,11 @@ def build_parser() -> Parser:
     )  # fmt: skip
     gen.add_argument("prompt", metavar="PROMPT")
     gen.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
-    gen.add_argument("-n", "--max-new-tokens", dest="n", type=int, default=40, help="tokens to add (default: 40)")
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 is greedy decoding (default: 1.0)")
+    gen.add_argument("-n", "--max-new-tokens", dest="n", type=non_negative_int, default=40,
+                     help="tokens to add (default: 40)")
+    gen.add_argument("--temperature", type=non_negative_float, default=1.0, help="0 is greedy decoding (default: 1.0)")
+    gen.add_argument("--truncate", action="store_true",
+                     help="keep the last prompt tokens that fit in the context beside the new ones")
     gen.add_argument("--top-k", type=positive_int, help="sample only among the K likeliest tokens")
     gen.add_argument("--seed", type=int, help="seed the sampling, for repeatable output")
     gen.add_argument("--device", help="torch device, e.g. cpu, cuda, mps (default: cpu)")
@@ -389,7 +489,15 @@ def build_parser() -> Parser:
     dl.add_argument("name", metavar="NAME", help="a preset (gpt2, ..., distilgpt2) or a hub id")
     dl.add_argument("--dir", type=Path, help="where to put the files (default: weights/NAME)")
     dl.set_defaults(run=cmd_download)
+    for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser
+
+
+def version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def one_line(error: BaseException) -> str:
@@ -400,6 +508,7 @@ def one_line(error: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `minigpt` command with `argv` (default: sys.argv[1:]); return the exit status."""
     parser = build_parser()
+    argv = join_negative_values(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or argparse's one-line usage error

@@ -355,3 +355,17 @@ def load_files(
         raise CheckpointError(f"cannot move the weights to device={device!r}, dtype={dtype}: {e}") from e
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def checkpoint_config(name_or_path: str | os.PathLike) -> GPTConfig:
+    """A checkpoint's config without loading its weights (for a hub name, only config.json is fetched).
+
+    The CLI checks options that depend on the model's shape (`--last-blocks`, `--layers`, `--top-k`)
+    against it before the weights are read.
+    """
+    path = Path(name_or_path).expanduser()
+    name = str(name_or_path)
+    if not path.exists() and (name in HUB_REPOS or HUB_ID.match(name)):
+        return read_config(hub_download(HUB_REPOS.get(name, name), ("config.json",))["config.json"])
+    files = resolve(name_or_path)
+    return read_config(files.config) if files.config is not None else infer_config(open_tensors(files.weights))

@@ -38,7 +38,13 @@ __all__ = ["plot_lens", "display_token", "METRICS", "Metric"]
 RANK_MAX = {"ranks": 100, "input_ranks": 1000}
 OUTLINE_GID = "outline"  # the gid of every outline patch, so tests and users can find them
 OUTLINE_COLOR = "#f28e2b"  # orange: stands out on both ends of the blue colour maps
-CELL_CHARS, TICK_CHARS = 10, 18  # longer token texts are cut with "…" (GPT-2 has 64-character tokens)
+# Figure sizing. A 20-position figure should stay readable at a normal screen width (about 1600 px
+# at the default 150 dpi), so a cell holds 6 characters of 7 pt text and a label 12 of 8 pt; longer
+# token texts are cut with "…" (GPT-2 has 64-character tokens). The tick and margin sizes below are
+# in inches, measured for matplotlib's default font (DejaVu Sans: about 0.6 em per character).
+CELL_CHARS, TICK_CHARS = 6, 12
+CELL_PT, TICK_PT = 7, 8
+CHAR_IN = 0.6 / 72  # inches per character per point of font size
 
 
 class _View(NamedTuple):
@@ -265,6 +271,7 @@ def plot_lens(
       differences between middle layers of the smaller models visible).
     sub_blocks: show the "h.l.resid_mid" rows when the result has them (a list in `layers` wins).
     ax: draw into this Axes (its figure is returned) instead of a new, suitably sized Figure.
+    title: the title's first line (default: the view); the line naming the decoder always follows.
     """
     if metric not in METRICS:
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
@@ -289,10 +296,11 @@ def plot_lens(
     if ax is None:
         # Size from the content: cells wide enough for their text, margins for the labels.
         longest = max(len(s) for row in cells for s in row)
-        cell_w = min(max(0.18 + 0.075 * longest, 0.55), 1.05)
+        cell_w = max(0.12 + CELL_PT * CHAR_IN * longest, 0.3)  # the text plus a little padding
         tick = max(len(s) for s in bottom + top + [""])
-        width = 1.2 + 0.075 * max(map(len, labels)) + T * cell_w + 1.3
-        margins = 1.5 + 2 * 0.055 * tick  # title, axis labels and the tilted tokens
+        tilted = 0.71 * TICK_PT * CHAR_IN * tick  # a 45° label's height (and overhang)
+        width = 0.5 + TICK_PT * CHAR_IN * max(map(len, labels)) + T * cell_w + 1.0  # y labels, grid, colour bar
+        margins = 1.0 + 2 * tilted  # title, axis labels and the tilted tokens above and below
         height = max(margins + R * 0.32, 4.0)
         fig = Figure(figsize=(max(width, 4.5), height), layout="constrained")
         ax = fig.add_subplot()
@@ -305,10 +313,9 @@ def plot_lens(
 
     cmap = mpl.colormaps[_VIEWS[metric].cmap].with_extremes(bad="#dddddd")
     image = ax.imshow(values, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest")
-    size = 8 if max(len(s) for row in cells for s in row) <= 8 else 7
     for r in range(R):
         for t in range(T):
-            ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=size, clip_on=True,
+            ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=CELL_PT, clip_on=True,
                     color=_text_color(cmap, norm, values[r, t]), parse_math=False)  # fmt: skip
             if top1[r, t] == res.final_ids[t]:
                 ax.add_patch(Rectangle((t - 0.46, r - 0.46), 0.92, 0.92, fill=False, edgecolor=OUTLINE_COLOR,
@@ -317,7 +324,7 @@ def plot_lens(
     # Thin white lines between cells (two line collections: far cheaper than minor-tick grids).
     ax.vlines(np.arange(0.5, T - 1), -0.5, R - 0.5, colors="white", linewidth=0.6)
     ax.hlines(np.arange(0.5, R - 1), -0.5, T - 0.5, colors="white", linewidth=0.6)
-    ax.tick_params(length=2, labelsize=9)
+    ax.tick_params(length=2, labelsize=TICK_PT)
     ax.set_yticks(np.arange(R), labels)
     ax.set_xticks(np.arange(T), bottom, rotation=45, ha="right", rotation_mode="anchor")
     span = f"position {res.start}" if T == 1 else f"positions {res.start}–{res.start + T - 1}"
@@ -327,7 +334,7 @@ def plot_lens(
     next_axis = ax.secondary_xaxis("top")
     next_axis.set_gid("next_tokens")
     next_axis.set_xticks(np.arange(T), top, rotation=45, ha="left", rotation_mode="anchor")
-    next_axis.tick_params(length=2, labelsize=9)
+    next_axis.tick_params(length=2, labelsize=TICK_PT)
     next_axis.set_xlabel("next token (* = the model's top guess)", parse_math=False)
     # Token text is never mathtext ("$5" would start a formula): switch parsing off on every label.
     # (label2 too: it is hidden, but a user may switch it on with tick_params.)
@@ -342,7 +349,6 @@ def plot_lens(
         decades = [10**i for i in range(int(np.log10(norm.vmax)) + 1)]
         bar.set_ticks(decades, labels=[str(d) for d in decades])
     bar.ax.tick_params(labelsize=8)
-    if title is None:
-        title = f"Logit lens: {_VIEWS[metric].what}\ndecoder: {_decoder_words(res.decoder)}"
-    ax.set_title(title, fontsize=11, parse_math=False)
+    first_line = f"Logit lens: {_VIEWS[metric].what}" if title is None else title
+    ax.set_title(f"{first_line}\ndecoder: {_decoder_words(res.decoder)}", fontsize=11, parse_math=False)
     return fig

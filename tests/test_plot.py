@@ -280,7 +280,8 @@ def test_titles_and_decoder_words() -> None:
     assert "rank of the model's final top-1" in main_axes(plot_lens(result, "ranks")).get_title()
     result.decoder = "last_blocks:2"
     assert "the last 2 block(s), then ln_f" in main_axes(plot_lens(result)).get_title()
-    assert main_axes(plot_lens(result, title="mine")).get_title() == "mine"
+    assert main_axes(plot_lens(result, title="mine")).get_title().splitlines() == [
+        "mine", "decoder: the last 2 block(s), then ln_f"]  # a title replaces the first line only
 
 
 @pytest.mark.parametrize("kl_max", [0, -1.0, float("nan"), float("inf"), "10"])
@@ -309,6 +310,73 @@ def test_positions_pick_a_window() -> None:
     assert bottom_labels(fig) == [display_token(t) for t in result.tokens[2:6]]
     np.testing.assert_allclose(image(fig), np.clip(result.rank_final[:, 2:6], 1, 100))
     assert bottom_labels(plot_lens(result, positions=(-3, 30))) == [display_token(t) for t in result.tokens[-3:]]
+
+
+def windowed_result(T: int = 30, seed: int = 3) -> LensResult:
+    """A result whose stars and outlines differ from position to position, so that computing them
+    against the wrong positions (the whole result rather than the window shown) changes them."""
+    rng = np.random.default_rng(seed)
+    words = {n: f" w{n}" for n in range(6)}
+    tokens = rng.integers(0, 6, T).tolist()
+    nxt = tokens[1:] + [-1]
+    final = [n if rng.random() < 0.5 else (n + 1) % 6 for n in nxt[:-1]] + [2]
+    top = rng.integers(0, 6, (4, T))
+    top[-1] = final
+    return make_result(top, tokens, nxt, final, words, seed=seed)
+
+
+@pytest.mark.parametrize("window", [dict(positions=(7, 13)), dict(max_positions=6), dict(positions=(0, 6))])
+def test_stars_and_outlines_follow_the_window(window: dict) -> None:
+    """Stars and outlines are those of the positions shown, whether picked or the last ones of a long result."""
+    result = windowed_result()
+    lo, hi = window.get("positions", (len(result) - window.get("max_positions", 0), len(result)))
+    fig = plot_lens(result, **window)
+    stars = [label.endswith("*") for label in top_labels(fig)]
+    assert stars == [bool(result.final_ids[t] == result.next_ids[t]) for t in range(lo, hi)]
+    assert 0 < sum(stars) < hi - lo  # the window has both, so a shifted window would differ
+    expected = {(r, t - lo) for r in range(4) for t in range(lo, hi) if result.top_ids[r, t, 0] == result.final_ids[t]}
+    got = {(round(b.get_y() + b.get_height() / 2), round(b.get_x() + b.get_width() / 2)) for b in outlines(fig)}
+    assert got == expected
+    shifted = {(r, t - lo) for r in range(4) for t in range(hi - lo) if result.top_ids[r, t, 0] == result.final_ids[t]}
+    assert lo == 0 or shifted != expected  # the fixture really tells the window from the first positions
+
+
+def test_the_embed_row_is_drawn_at_the_bottom() -> None:
+    """Layers go up: the first row (embed) is the lowest on screen, in its colour, label and cell text alike.
+    (An image drawn with origin="upper" would put it on top.)"""
+    result = simple_result(R=4, T=3)
+    result.top_probs[:, :, 0] = np.array([[0.0], [0.3], [0.6], [1.0]])  # embed darkest, the top row lightest
+    fig = plot_lens(result, "probs")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = main_axes(fig)
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(float) / 255
+    height = pixels.shape[0]
+    cmap, norm = ax.get_images()[0].get_cmap(), ax.get_images()[0].norm
+    screen_y = []
+    for r in range(4):
+        screen_y.append(ax.transData.transform((0, r))[1])  # display coordinates: y grows upwards
+        x, y = ax.transData.transform((0, r + 0.3))  # inside the cell, above its text
+        colour = pixels[int(round(height - y)), int(round(x))]
+        np.testing.assert_allclose(colour, cmap(norm(result.top_probs[r, 0, 0]))[:3], atol=0.02, err_msg=f"row {r}")
+    assert screen_y == sorted(screen_y)  # row 0 lowest
+    tick_y = [t.get_window_extent().y0 for t in ax.get_yticklabels()]
+    assert [t.get_text() for t in ax.get_yticklabels()] == result.labels and tick_y == sorted(tick_y)
+
+
+def test_twenty_positions_fit_a_screen(vocab_checkpoint: Path, tmp_path: Path) -> None:
+    """A 20-position figure of real GPT-2 tokens stays near 1600 px wide at the default 150 dpi."""
+    import matplotlib.image
+
+    model = minigpt.GPT.from_pretrained(str(vocab_checkpoint))
+    tok = minigpt.load_tokenizer(vocab_checkpoint)
+    text = "Specifically, we train GPT-3, an autoregressive language model with 175 billion parameters, 10x more"
+    fig = plot_lens(minigpt.logit_lens(model, text, tokenizer=tok, positions=slice(0, 20)), "logits")
+    fig.savefig(tmp_path / "w.png", dpi=150, bbox_inches="tight")
+    width = matplotlib.image.imread(tmp_path / "w.png").shape[1]
+    assert 1200 <= width <= 1800, width
 
 
 @pytest.mark.parametrize("positions", [(5, 2), (0, 31), (3, 3), "ab", (1, 2, 3), (0.5, 2), 4])
@@ -371,7 +439,8 @@ def test_cjk_and_emoji_draw_without_warnings(tmp_path: Path) -> None:
     assert labels[4] == display_token("😀") and labels[4] in ("😀", "U+1F600")
     assert labels[5] == ("␍" if _has_glyph("␍") else "\\r") + "⏎"
     assert labels[5] != "\r\n"
-    assert cell_texts(fig)[(1, 5)] == "\\xe4\\xb8"  # byte fragments kept as they are
+    cell, spelled = cell_texts(fig)[(1, 5)], "\\xe4\\xb8"  # byte fragments kept as their bytes, maybe cut
+    assert cell == spelled or (cell.endswith("…") and spelled.startswith(cell[:-1]) and len(cell) > 4), cell
 
 
 # ----------------------------------------------------------------------------
