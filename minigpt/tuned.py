@@ -136,6 +136,7 @@ class TunedLens(nn.Module):
         self.extra_config = dict(extra_config or {})
         self.source: str | None = None  # where `load` found it
         self.fit_losses: list[list[float]] = []  # after `fit`: per step, per trained map, the loss in nats
+        self.fit_config: dict[str, Any] | None = None  # after `fit`: the run's settings (TrainConfig)
         n = num_layers + 1 if kind == "probe" else num_layers
         self.translators = nn.ModuleList(nn.Linear(d_model, d_model, bias=bias) for _ in range(n))
         for t in self.translators:  # zero: the untrained lens is the logit lens
@@ -161,12 +162,17 @@ class TunedLens(nn.Module):
         what = "tuned lens" if self.kind == "tuned" else "input probe"
         return f"the {what} ({len(self.translators)} learned maps), then ln_f"
 
-    def spec(self) -> dict[str, Any]:
-        """JSON-able description, saved with results (not the weights: those are in the lens's files)."""
+    @property
+    def params(self) -> dict[str, Any]:
+        """What tells this lens apart, JSON-able (not the weights: those are in the lens's files)."""
         return {
-            "name": self.name, "kind": self.kind, "d_model": self.d_model, "num_hidden_layers": self.num_layers,
-            "bias": self.bias, "base_model_name_or_path": self.base_model_name_or_path, "source": self.source,
+            "kind": self.kind, "d_model": self.d_model, "num_hidden_layers": self.num_layers, "bias": self.bias,
+            "base_model_name_or_path": self.base_model_name_or_path, "source": self.source,
         }  # fmt: skip
+
+    def spec(self) -> dict[str, Any]:
+        """{"name": ..., **params}: JSON-able, saved with results."""
+        return {"name": self.name, **self.params}
 
     def __repr__(self) -> str:
         source = f", source={self.source!r}" if self.source else ""
@@ -217,6 +223,9 @@ class TunedLens(nn.Module):
 
     def decode(self, model: GPT, h: Tensor, row: RowLike | int) -> Tensor:
         """What the tied unembedding reads for the stream h (..., T, C) at `row`: ln_f(h + h Wᵀ + b), (..., T, C)."""
+        if not isinstance(h, Tensor) or h.dim() < 1 or h.shape[-1] != self.d_model:
+            got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise LensError(f"the {self.kind} lens decodes vectors of width {self.d_model}, got {got}")
         i = self.index(row)
         if i is not None:
             h = self.translate(h, i)  # (..., T, C)
@@ -225,6 +234,7 @@ class TunedLens(nn.Module):
 
     def logits(self, model: GPT, h: Tensor, row: RowLike | int) -> Tensor:
         """decode, then the tied unembedding: h (..., T, C) -> (..., T, V)."""
+        self.check(model)
         return self.decode(model, h, row) @ model.wte.weight.T  # (..., T, C) @ (C, V) -> (..., T, V)
 
     # -- files
@@ -467,10 +477,10 @@ def read_params_pt(path: Path) -> dict[str, Any]:
             f"{path} is not a tensor file the restricted loader can read ({_last_line(e)}): it may be corrupt "
             "or hold more than tensors; download or save it again"
         ) from e
-    except (RuntimeError, EOFError, ValueError) as e:  # a truncated zip, an empty file, a bad header
-        raise CheckpointError(f"{path} is truncated or corrupt ({_last_line(e)}); download or save it again") from e
-    except OSError as e:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:  # a truncated zip (RuntimeError or EINVAL), an empty file
+        raise CheckpointError(f"{path} is truncated or corrupt ({_last_line(e)}); download or save it again") from e
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not the state dict tuned-lens saves "

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -266,7 +267,7 @@ def fit(
             _save_run(out, lens, opt, order, config, step + 1, fingerprint, losses)
     if out is not None:
         _save_run(out, lens, opt, order, config, max(stop, start), fingerprint, losses)
-    lens.fit_losses = losses
+    lens.fit_losses, lens.fit_config = losses, asdict(config)
     return lens
 
 
@@ -286,28 +287,32 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
     row_loss = torch.zeros(len(rows), dtype=torch.float64, device=device)
     for b0 in range(0, len(windows), batch_size):
         ids = windows[b0 : b0 + batch_size].to(device)  # (B, W)
+        V = model.config.vocab_size
         with torch.no_grad(), amp:
             out = model(ids)
             if kind == "tuned":  # p_final once per micro-batch, shared by every row
-                logp_final = torch.log_softmax(out.logits.float(), dim=-1)  # (B, W, V)
-                p_final = logp_final.exp()  # (B, W, V)
+                logp_final = torch.log_softmax(out.logits.float(), dim=-1).view(-1, V)  # (B W, V)
+                p_final = logp_final.exp()  # (B W, V)
+                entropy = -(p_final * logp_final).sum()  # H(p_final), summed over the tokens
+                del logp_final
         resid = out.resid  # (L + 1, B, W, C)
         del out
         for i in rows:
             with amp:
                 h = lens.translate(resid[i].to(lens.translators[i].weight.dtype), i)  # (B, W, C)
                 normed = torch.nn.functional.layer_norm(h, (h.shape[-1],), ln_w, ln_b, ln.eps)
-                logits = normed @ W_E.T  # (B, W, C) @ (C, V) -> (B, W, V)
-            logq = torch.log_softmax(logits.float(), dim=-1)  # (B, W, V)
+                logits = (normed @ W_E.T).float().view(-1, V)  # (B, W, C) @ (C, V) -> (B W, V)
             if kind == "tuned":
-                # KL(p_final ‖ p_lens) per token, written out. (F.kl_div(input, target) computes
-                # KL(target ‖ input), the reverse of the order its arguments suggest.)
-                per_token = (p_final * (logp_final - logq)).sum(-1)  # (B, W)
+                # KL(p_final ‖ p_lens) = CE(p_final, p_lens) - H(p_final), and H(p_final) does not depend
+                # on the lens: cross-entropy with p_final as soft targets has the KL's gradient, in one
+                # fused step. (Beware F.kl_div(input, target): it computes KL(target ‖ input).)
+                ce = F.cross_entropy(logits, p_final, reduction="sum")
+                (ce / n_global).backward()
+                row_loss[i] += (ce.detach().double() - entropy.double()) / n_global
             else:  # the probe: cross-entropy against the current input token
-                per_token = -logq.gather(-1, ids[..., None])[..., 0]  # (B, W)
-            loss = per_token.sum() / n_global
-            loss.backward()
-            row_loss[i] += loss.detach().double()
+                ce = F.cross_entropy(logits, ids.view(-1), reduction="sum")
+                (ce / n_global).backward()
+                row_loss[i] += ce.detach().double() / n_global
     return row_loss
 
 
@@ -485,6 +490,26 @@ class TunedEvaluation:
         return "\n".join(lines)
 
 
+def _row_sums(z: Tensor, x: Tensor, logp_final: Tensor, p_final: Tensor, final_top: Tensor, diff: Tensor) -> Tensor:
+    """One row's sums of METRICS over a batch: logits z (B, T, V), input ids x (B, T) -> (M,) float64."""
+    B, T, V = z.shape
+    z = z.float()
+    logq = torch.log_softmax(z, dim=-1)  # (B, T, V)
+    # KL(p_final ‖ q) = sum_v p_final (log p_final - log q): the difference is taken element by element,
+    # so a row equal to the output has KL exactly 0, and a near one loses nothing to cancellation.
+    torch.sub(logp_final, logq, out=diff)  # (B, T, V)
+    kl = torch.bmm(p_final.view(B * T, 1, V), diff.view(B * T, V, 1)).view(B, T)  # (B T, 1, V) @ (B T, V, 1)
+    top = z.argmax(-1)  # (B, T)
+    nxt = x[:, 1:]  # (B, T - 1): the next token, within the window
+    values = (
+        kl.sum(), (kl.double() ** 2).sum(),
+        -logq[:, :-1].gather(-1, nxt[..., None]).sum(),
+        (top == final_top).sum(), (top[:, :-1] == nxt).sum(),
+        -logq.gather(-1, x[..., None]).sum(), (top == x).sum(),
+    )  # fmt: skip
+    return torch.stack([v.double() for v in values])
+
+
 @torch.inference_mode()
 def evaluate(
     lens: TunedLens,
@@ -529,25 +554,18 @@ def evaluate(
         x = torch.stack([ids[s : s + n] for s, n in batch]).to(device)  # (B, T)
         out = model(x)
         logp_final = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T, V)
-        p_final = logp_final.exp()
+        p_final = logp_final.exp()  # (B, T, V)
         final_top = out.logits.argmax(-1)  # (B, T)
-        nxt = x[:, 1:]  # (B, T - 1)
-        counts[0] += x.numel()
-        counts[1] += nxt.numel()
+        diff = torch.empty_like(logp_final)  # work space, reused by every row
+        counts += torch.tensor([x.numel(), x[:, 1:].numel()], dtype=torch.float64, device=device)
         for r in range(R):
-            for d, decoder in enumerate((plain, lens)):
-                z = decoder.logits(model, out.resid[r], r).float()  # (B, T, V)
-                logq = torch.log_softmax(z, dim=-1)
-                kl = (p_final * (logp_final - logq)).sum(-1)  # (B, T): KL(p_final ‖ p_row)
-                top = z.argmax(-1)  # (B, T)
-                values = (
-                    kl.sum(), (kl.double() ** 2).sum(),
-                    -logq[:, :-1].gather(-1, nxt[..., None]).sum(),
-                    (top == final_top).sum(), (top[:, :-1] == nxt).sum(),
-                    -logq.gather(-1, x[..., None]).sum(), (top == x).sum(),
-                )  # fmt: skip
-                sums[d, r] += torch.stack([v.double() for v in values])
-        del out, logp_final, p_final
+            h = out.resid[r]  # (B, T, C)
+            plain_sums = _row_sums(plain.logits(model, h, r), x, logp_final, p_final, final_top, diff)
+            sums[0, r] += plain_sums
+            # A row without a map (the tuned lens's top row) is the logit lens's: the same numbers.
+            sums[1, r] += plain_sums if lens.index(r) is None else _row_sums(lens.logits(model, h, r), x, logp_final,
+                                                                           p_final, final_top, diff)  # fmt: skip
+        del out, logp_final, p_final, diff
     distributed.all_reduce_sum(sums)
     distributed.all_reduce_sum(counts)
     n, n_next = counts.tolist()
