@@ -466,7 +466,8 @@ def add_tune_parser(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--val-fraction", type=fraction_below_one, default=0.1, metavar="F",
                       help="the last F of the tokens is held out for the table at the end (default: 0.1)")
     tune.add_argument("--resume", action="store_true", help="continue the run saved in --out DIR, exactly")
-    tune.add_argument("--save-every", type=positive_int, metavar="N", help="also save the run every N steps (default: at the end)")
+    tune.add_argument("--save-every", type=positive_int, default=10, metavar="N",
+                      help="save the run every N steps, and at the end (default: 10)")
     tune.add_argument("--batch-size", type=positive_int, metavar="N",
                       help="windows per forward pass (memory, not maths; default: about 1024 tokens' worth)")
     tune.add_argument("--device", help="torch device, e.g. cpu, cuda (under torchrun: each rank's own GPU) (default: cpu)")
@@ -506,7 +507,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if distributed.is_main():
         note(f"tune: wrote {out} (load it with minigpt.TunedLens.load({str(out)!r}, model))")
-    if len(held_out):
+    if not len(held_out):
+        note("tune: --val-fraction 0 holds nothing out, so there is no held-out table")
+    else:
         result = evaluate(lens, model, held_out, window=lens.fit_config["window"], batch_size=args.batch_size)
         if distributed.is_main():
             (out / "eval.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")

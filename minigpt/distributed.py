@@ -57,6 +57,8 @@ def init_from_env(device: str | torch.device | None = None, timeout_s: float = D
     if not dist.is_available():
         raise MinigptError("this torch build has no torch.distributed; run the command without torchrun")
     cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(torch.device(device))  # nccl binds each process to its own GPU
     try:
         dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
