@@ -8,6 +8,8 @@
 
 from importlib import metadata as _metadata
 
+from . import report
+from .attention import AttentionPatterns, attention_patterns
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -34,6 +36,7 @@ __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
     "TunedLens",
+    "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError",
 ]  # fmt: skip

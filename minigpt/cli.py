@@ -21,6 +21,8 @@ import torch
 
 from .errors import InputError, MinigptError
 from .lens import DECODERS, METRICS, row_labels
+from .report import MAX_POSITIONS as REPORT_POSITIONS
+from .report import TOP
 
 if TYPE_CHECKING:
     import tiktoken
@@ -62,6 +64,7 @@ examples:
   minigpt lens "The dog ran" --model weights/gpt2 --metric kl --sub-blocks --json lens.json -o kl.png
   minigpt lens --text-file book.txt --model gpt2 --truncate --range=-20: -o tail.png
   minigpt lens "The dog ran" --model gpt2 --decoder last_blocks --last-blocks 2 -o lens.png
+  minigpt lens --text-file abstract.txt --model gpt2 --metric kl --attention 5 -o lens.html
 """
 
 MAIN_EPILOG = """\
@@ -122,6 +125,14 @@ def parse_range(spec: str) -> slice:
         return slice(int(start) if start.strip() else None, int(end) if end.strip() else None)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected START:END such as 10:20, :5 or -8:, got {spec!r}") from None
+
+
+def parse_blocks(spec: str) -> list[int]:
+    """'5' -> [5]; '0,5,11' -> [0, 5, 11]."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items or not all(s.isdigit() for s in items):
+        raise argparse.ArgumentTypeError(f"expected block numbers such as 5 or 0,5,11, got {spec!r}")
+    return sorted({int(s) for s in items})
 
 
 def positive_int(value: str) -> int:
@@ -273,7 +284,14 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if args.text is not None and args.text_file is not None:
         raise UsageError("give the text either as an argument or with --text-file, not both")
     if args.output is None and args.json is None:
-        raise UsageError("nothing to write: give -o PNG and/or --json PATH")
+        raise UsageError("nothing to write: give -o PNG (or -o NAME.html) and/or --json PATH")
+    report = args.output is not None and is_report(args.output)
+    if args.attention is not None and not report:
+        raise UsageError("--attention goes into an HTML report: give -o NAME.html")
+    if report and args.layers is not None:
+        raise UsageError("--layers picks a figure's rows; an HTML report shows every row and has a stride control")
+    if args.max_positions is None:
+        args.max_positions = REPORT_POSITIONS if report else 20
     decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "ln_f")
     if args.last_blocks is not None and decoder != "last_blocks":
         raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
@@ -297,6 +315,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
         unknown = [s for s in args.layers if s not in labels]
         if unknown:
             raise UsageError(f"--layers: no row {', '.join(unknown)}; this model's rows are {summary(labels)}")
+    if args.attention is not None and max(args.attention) >= L:
+        raise UsageError(f"--attention: this model's blocks are 0..{L - 1}, not {max(args.attention)}")
 
     model, tok = load(args.model, device)
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
@@ -318,34 +338,44 @@ def cmd_lens(args: argparse.Namespace) -> int:
     if hi - lo > args.max_positions:
         if args.output is not None:
             shown = f"the last {args.max_positions} of {hi - lo} positions"
-            note(f"lens: the figure shows {shown} (choose with --range or --max-positions)")
+            note(f"lens: the {'report' if report else 'figure'} shows {shown} (choose with --range or --max-positions)")
         if args.json is None:
-            lo = hi - args.max_positions  # the figure needs no more: decode only what it shows
+            lo = hi - args.max_positions  # the figure or report needs no more: decode only what it shows
     note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {decoder}) ...")
 
+    k = min(max(args.top_k, TOP), config.vocab_size) if report else args.top_k  # a report shows the top 10
     result = logit_lens(
         model, torch.tensor(ids), tokenizer=tok, decoder=decoder, last_blocks=args.last_blocks or 1,
-        k=args.top_k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
+        k=k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
     )  # fmt: skip
     if is_stdout(args.json):
         print(result.to_json())
     elif args.json is not None:
         result.to_json(args.json)
         note(f"lens: wrote {args.json}")
-    if args.output is not None:
+    if report:
+        save_report(result, args, model, torch.tensor(ids), slice(max(lo, hi - args.max_positions), hi))
+        note(f"lens: wrote {args.output}")
+    elif args.output is not None:
         save_plot(result, args)
         note(f"lens: wrote {args.output}")
     return 0
 
 
+def is_report(path: Path) -> bool:
+    return path.suffix.lower() in (".html", ".htm")
+
+
 def check_format(path: Path) -> None:
-    """matplotlib picks the format from the suffix: check it now rather than after the work."""
+    """The suffix picks the format (matplotlib's for images): check it now rather than after the work."""
+    if is_report(path):
+        return
     from matplotlib.figure import Figure
 
     formats = Figure().canvas.get_supported_filetypes()
     suffix = path.suffix.lstrip(".").lower()
     if suffix not in formats:
-        raise UsageError(f"-o {path}: unknown image format {suffix or '(no suffix)'!r}; use e.g. .png, .svg or .pdf")
+        raise UsageError(f"-o {path}: unknown image format {suffix or '(no suffix)'!r}; use e.g. .png, .svg, .pdf or .html")
 
 
 def save_plot(result: LensResult, args: argparse.Namespace) -> None:
@@ -356,6 +386,19 @@ def save_plot(result: LensResult, args: argparse.Namespace) -> None:
         sub_blocks=args.sub_blocks, kl_max=args.kl_max, title=args.title,
     )  # fmt: skip
     fig.savefig(args.output, dpi=args.dpi, bbox_inches="tight")
+
+
+def save_report(result: LensResult, args: argparse.Namespace, model: GPT, ids: torch.Tensor, shown: slice) -> None:
+    from .attention import attention_patterns
+    from .report import lens_html
+
+    attention = None
+    if args.attention is not None:  # the positions the report shows, however many the user asked for
+        size = shown.stop - shown.start
+        attention = attention_patterns(model, ids, blocks=args.attention, positions=shown, max_positions=size)
+    page = lens_html(result, attention=attention, metric=args.metric, max_positions=args.max_positions,
+                     kl_max=args.kl_max, title=args.title)  # fmt: skip
+    args.output.write_text(page, encoding="utf-8")
 
 
 def summary(labels: list[str]) -> str:
@@ -546,7 +589,8 @@ def build_parser() -> Parser:
                         help="keep the last n_positions tokens of a text longer than the context")
     source.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1, mps (default: cpu)")
     output = lens.add_argument_group("output (at least one)")
-    output.add_argument("-o", "--output", type=Path, metavar="PNG", help="image to write (.png, .svg, .pdf, ...)")
+    output.add_argument("-o", "--output", type=Path, metavar="PNG",
+                        help="image to write (.png, .svg, .pdf, ...), or .html: an interactive report (one offline file)")
     output.add_argument("--json", type=Path, metavar="PATH",
                         help="write every statistic as JSON (NaN as null; all positions of --range); '-' for stdout")
     lens_view = lens.add_argument_group("what the figure shows")
@@ -554,11 +598,15 @@ def build_parser() -> Parser:
     lens_view.add_argument("--layers", type=parse_layers, metavar="SPEC",
                            help="rows: a stride (2) or a list (0,5,11 or embed,h.5); see below (default: all)")
     lens_view.add_argument("--range", type=parse_range, metavar="START:END", help="positions to decode (default: all)")
-    lens_view.add_argument("--max-positions", type=positive_int, default=20, metavar="N",
-                           help="most positions in one figure, the last ones of the range (default: 20)")
+    lens_view.add_argument("--max-positions", type=positive_int, metavar="N",
+                           help="most positions in one figure or report, the last ones of the range "
+                           f"(default: 20 in a figure, {REPORT_POSITIONS} in a report)")
     lens_view.add_argument("--kl-max", type=positive_float, default=10.0, metavar="NATS",
                            help="top of the KL colour scale (default: 10)")
     lens_view.add_argument("--title", help="the figure title's first line (the decoder line stays below it)")
+    lens_view.add_argument("--attention", type=parse_blocks, metavar="BLOCKS",
+                           help="in an HTML report, also the attention patterns of these blocks (5 or 0,5,11): "
+                           "which earlier tokens each position reads, per head")
     lens_view.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
     lens_how = lens.add_argument_group("how rows are decoded")
     lens_how.add_argument("--decoder", choices=DECODERS, help="how a row becomes logits (default: ln_f, the model's own)")
@@ -566,7 +614,7 @@ def build_parser() -> Parser:
                           help="with --decoder last_blocks: run the last K blocks before ln_f")
     lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
-                          help="top tokens kept per cell in the JSON (default: 5)")
+                          help=f"top tokens kept per cell in the JSON (default: 5; at least {TOP} with an HTML report)")
     lens.set_defaults(run=cmd_lens)
 
     gen = commands.add_parser(

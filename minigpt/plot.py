@@ -15,7 +15,6 @@ import functools
 import math
 import numbers
 import re
-import unicodedata
 from typing import NamedTuple, Sequence
 
 import matplotlib as mpl
@@ -27,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 from matplotlib.patches import Rectangle
 
+from . import display
 from .errors import LensError
 from .lens import DECODER_DOC, METRICS, LensResult, Metric
 
@@ -68,10 +68,10 @@ _VIEWS: dict[str, _View] = {
 
 
 def display_token(text: str) -> str:
-    """A token's text made visible for a label: spaces as "␣", newlines as "⏎", tabs as "⇥",
-    other control, format and space characters as Python escapes (`\\x07`, `\\u200b`), and
-    characters the current matplotlib font cannot draw as `U+4E2D`. Byte fragments, which
-    `LensResult` already spells `\\xe2\\x80`, stay as they are.
+    """A token's text made visible for a label, by the rules of `minigpt.display.display_token`
+    (spaces as "␣", newlines as "⏎", control characters as escapes `\\x07`, ...). The current
+    matplotlib font decides what can be drawn: characters it lacks become `U+4E2D`, and symbols
+    it lacks their fallbacks ("·", "\\n").
 
     >>> display_token(" the\\n")
     '␣the⏎'
@@ -82,22 +82,7 @@ def display_token(text: str) -> str:
 @functools.lru_cache(maxsize=65536)
 def _display(text: str, font_key: tuple[str, ...]) -> str:
     fonts = _fonts(font_key)
-    return "".join(_display_char(ch, fonts) for ch in text)
-
-
-# Each whitespace character's preferred symbol, then a fallback for fonts without it.
-_SHOWN = {" ": ("␣", "·"), "\n": ("⏎", "\\n"), "\t": ("⇥", "\\t"), "\r": ("␍", "\\r")}
-
-
-def _display_char(ch: str, fonts: list[FT2Font]) -> str:
-    if ch in _SHOWN:
-        symbol, fallback = _SHOWN[ch]
-        return symbol if _drawable(symbol, fonts) else fallback
-    if unicodedata.category(ch)[0] in "CZ":  # control, format, private use, unassigned; odd spaces
-        return ch.encode("unicode_escape").decode("ascii")
-    if not _drawable(ch, fonts):  # e.g. CJK or emoji in a font without them: an empty box otherwise
-        return f"U+{ord(ch):04X}"
-    return ch
+    return display.display_token(text, lambda ch: _drawable(ch, fonts))
 
 
 def _drawable(ch: str, fonts: list[FT2Font]) -> bool:
