@@ -668,8 +668,9 @@ def test_two_processes_under_torchrun_train_the_same_lens(capsys: pytest.Capture
     for name in e1["metrics"]:
         for metric, values in e1["metrics"][name].items():
             for a, b in zip(values, e2["metrics"][name][metric]):
-                worst = max(worst, abs(a - b) / (1e-6 + abs(a)))
-    print(f"1 vs 2 processes: max |Δ weight| {diff:.2e} (weights up to {size:.2e}); max relative Δ of the numbers {worst:.2e}")
+                worst = max(worst, abs(a - b) / (1e-6 + 1e-5 * abs(a)))  # absolute + relative tolerance
+    print(f"1 vs 2 processes: max |Δ weight| {diff:.2e} (weights up to {size:.2e}); the numbers agree within "
+          f"{worst:.2f} x (1e-6 + 1e-5 |value|)")
     assert size > 1e-3 and diff <= 1e-5 * size
     assert worst <= 1.0
     assert run.stdout.count("held out:") == 1  # only rank 0 prints
