@@ -422,6 +422,7 @@ def _restore(saved: dict, folder: Path, model: GPT, lens: TunedLens, opt: torch.
     if loaded.kind != lens.kind:
         raise LensError(f"{folder} holds a {loaded.kind} lens, but its training state says {lens.kind}")
     lens.load_state_dict(loaded.state_dict())
+    lens.base_model_name_or_path = lens.base_model_name_or_path or loaded.base_model_name_or_path
     try:
         tensors = load_file(str(folder / STATE_FILE))
     except (SafetensorError, OSError) as e:
