@@ -466,8 +466,9 @@ what it trains:
   the lens with the logit lens on it (also written to DIR/eval.json). DIR gets lens.safetensors +
   config.json (load with minigpt.TunedLens.load(DIR, model)) and the state --resume continues from.
 
-cost: a gpt2-small lens needs about 2.1 GFLOP per token: the defaults (100 steps x 2048 tokens) take
-  about an hour on 2 CPU cores, minutes on a GPU. tuned-lens' published recipe is a GPU job:
+cost: the defaults (100 steps x 2048 tokens) take minutes for a small model on a CPU. A gpt2-small
+  lens needs about 2.1 GFLOP per token, 25-190 tokens/s on a CPU: the defaults take 1-3 hours for
+  gpt2 on 2 cores, seconds on a GPU. tuned-lens' published recipe (65.5M tokens) is a GPU job:
   --steps 250 --tokens-per-step 262144 --device cuda.
 
 examples:

@@ -14,8 +14,8 @@ on short windows within 24 GB. The loss is the mean over tokens, summed over row
 Defaults for a CPU. A gpt2-small lens costs about 2.1 GFLOP per token (12 rows, each a forward and
 a backward through the 768 x 50257 unembedding), i.e. 25-190 tokens/s on 2-16 CPU cores. tuned-lens'
 250 steps x 2^18 tokens (65.5M tokens) is a GPU job there; the defaults here, 100 steps x 2048 tokens
-(0.2M tokens), take minutes for a small model and about an hour for gpt2 on a 2-core CPU, and
-already beat the logit lens at every row of a small trained model. For the published recipe pass
+(0.2M tokens), take minutes for a small model and 1-3 hours for gpt2 on a 2-core CPU (gpt2 there
+is a benchmark, not the target), and already beat the logit lens at every row of a small trained model. For the published recipe pass
 steps=250, tokens_per_step=2**18 on a GPU. The window defaults to the model's context (1024 for
 GPT-2, as in tuned-lens), and each step is rounded up to whole windows.
 """
