@@ -22,7 +22,17 @@ from .errors import (
     TokenizerError,
 )
 from .generate import generate
-from .lens import DECODERS, LensResult, ResidualParts, logit_lens, residual_parts
+from .lens import (
+    DECODERS,
+    CorpusResult,
+    Decoder,
+    LensResult,
+    ResidualParts,
+    Row,
+    evaluate_lens,
+    logit_lens,
+    residual_parts,
+)
 from .load import download, load_model
 from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
@@ -36,7 +46,7 @@ __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
     "TunedLens",
-    "attention_patterns", "AttentionPatterns",
+    "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError",
 ]  # fmt: skip

@@ -1,6 +1,7 @@
-"""The `minigpt` command: `lens`, `generate` and `download`.
+"""The `minigpt` command: `lens`, `eval`, `generate` and `download`.
 
     minigpt lens "The dog ran to the park" --model gpt2 --metric ranks -o lens.png
+    minigpt eval --text-file corpus.txt --model gpt2 --decoder logit --decoder norm_only -o curves.png --json metrics.json
     minigpt generate "The dog" --model gpt2 -n 20 --temperature 0
     minigpt download gpt2-xl --dir weights/gpt2-xl
 
@@ -15,20 +16,23 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, Iterator, NoReturn, Sequence
 
 import torch
 
-from .errors import InputError, MinigptError
-from .lens import DECODERS, METRICS, row_labels
+from .errors import InputError, LensError, MinigptError
+from .lens import ALIASES, DECODERS, MATMULS, METRICS, resolve_positions, row_labels
+from .lens.corpus import MEANS as CURVES
 from .report import MAX_POSITIONS as REPORT_POSITIONS
 from .report import TOP
 
 if TYPE_CHECKING:
     import tiktoken
 
-    from .lens import LensResult
+    from .lens import CorpusResult, Decoder, LensResult
     from .model import GPT, GPTConfig
+
+DECODER_CHOICES = (*DECODERS, *ALIASES)  # "ln_f" is the permanent alias of "logit"
 
 METRIC_HELP = {
     "logits": "each cell: the row's top-1 token, coloured by its logit",
@@ -37,6 +41,7 @@ METRIC_HELP = {
     "kl": "KL(p_final || p_row) in nats: how far each row is from the model's output",
     "input_ranks": "rank of the input token in each row (does the row still 'see' its input?)",
     "input_kl": "KL(p_input || p_row) in nats, p_input being the embed row's distribution",
+    "depth": "prediction depth: light from the row up which every row's top-1 is the final top-1",
 }
 
 LENS_EPILOG = """\
@@ -46,7 +51,8 @@ metrics:
 rows (--layers):
   The rows are "embed" (the token + position embeddings), then "h.0", "h.1", ... (the output
   of each block; with --sub-blocks, "h.N.resid_mid" before each, after attention and before
-  the MLP). The last row decodes to the model's own logits.
+  the MLP). With the default decoder the top row decodes to exactly the model's own logits;
+  with --decoder last_blocks too (a row at or above block L-K runs only the blocks above it).
     --layers 2            a stride: every 2nd block (h.0, h.2, ...), plus embed and the last block
     --layers 0,5,11       these blocks (h.0, h.5, h.11)
     --layers embed,h.5    row labels; mix freely with block numbers
@@ -64,6 +70,7 @@ examples:
   minigpt lens "The dog ran" --model weights/gpt2 --metric kl --sub-blocks --json lens.json -o kl.png
   minigpt lens --text-file book.txt --model gpt2 --truncate --range=-20: -o tail.png
   minigpt lens "The dog ran" --model gpt2 --decoder last_blocks --last-blocks 2 -o lens.png
+  minigpt lens "The dog ran to the park" --model gpt2 --metric depth -o depth.png
   minigpt lens --text-file abstract.txt --model gpt2 --metric kl --attention 5 -o lens.html
 """
 
@@ -75,6 +82,7 @@ merges.txt]) or a single .safetensors file. Hub files are cached in the Hugging 
 examples:
   minigpt download gpt2 --dir weights/gpt2
   minigpt lens "The dog ran to the park" --model weights/gpt2 --metric ranks -o lens.png
+  minigpt eval --text-file corpus.txt --model gpt2 --tokens 20000 -o curves.png --json metrics.json
   minigpt generate "The dog" --model gpt2 -n 20 --temperature 0
   minigpt lens --help
 """
@@ -292,7 +300,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
         raise UsageError("--layers picks a figure's rows; an HTML report shows every row and has a stride control")
     if args.max_positions is None:
         args.max_positions = REPORT_POSITIONS if report else 20
-    decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "ln_f")
+    decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "logit")
     if args.last_blocks is not None and decoder != "last_blocks":
         raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
     device = check_device(args.device)
@@ -329,12 +337,14 @@ def cmd_lens(args: argparse.Namespace) -> int:
             )
         note(f"lens: the text is {len(ids)} tokens; --truncate keeps the last {n_ctx} (the model's context)")
         ids = ids[-n_ctx:]
-    lo, hi, _ = (args.range or slice(None)).indices(len(ids))
-    if lo >= hi:
+    try:  # the library's one positions rule: clamped like a Python slice
+        span = resolve_positions(args.range, len(ids))
+    except LensError:
         raise InputError(
             f"--range {range_text(args.range)} selects no position: the text has {len(ids)} tokens; "
             f"use START:END within 0:{len(ids)}"
-        )
+        ) from None
+    lo, hi = span.start, span.stop
     if hi - lo > args.max_positions:
         if args.output is not None:
             shown = f"the last {args.max_positions} of {hi - lo} positions"
@@ -345,7 +355,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
 
     k = min(max(args.top_k, TOP), config.vocab_size) if report else args.top_k  # a report shows the top 10
     result = logit_lens(
-        model, torch.tensor(ids), tokenizer=tok, decoder=decoder, last_blocks=args.last_blocks or 1,
+        model, torch.tensor(ids), tokenizer=tok, decoder=decoder,
+        last_blocks=(args.last_blocks or 1) if decoder == "last_blocks" else None,
         k=k, sub_blocks=args.sub_blocks, positions=slice(lo, hi),
     )  # fmt: skip
     if is_stdout(args.json):
@@ -407,6 +418,154 @@ def summary(labels: list[str]) -> str:
 
 def range_text(s: slice) -> str:
     return f"{'' if s.start is None else s.start}:{'' if s.stop is None else s.stop}"
+
+
+# ----------------------------------------------------------------------------
+# minigpt eval
+
+
+EVAL_EPILOG = """\
+what it computes:
+  For every decoder and row (embed, h.0, ..., the last block, which is the model's output), the
+  mean over the corpus' positions of: KL(p_final || p_row), the entropy, the cross-entropy against
+  the next token and -log p(input token), all in bits per token; the top-1 agreement with the
+  model's top-1, the top-1 accuracy against the next and the input token; and a histogram of
+  prediction depths. The JSON (--json) has all of them with standard errors, and tuned-lens'
+  layout in bits per byte ("layer_i" reads resid[i], HF's hidden_states[i]). A table goes to stdout.
+
+windows:
+  The text is tokenized and cut into consecutive windows of --window tokens (default: the model's
+  context); the last, shorter window is kept. With --lines each non-empty line is a document, and
+  documents are joined with <|endoftext|>. --tokens N evaluates the first N tokens only.
+
+examples:
+  minigpt eval --text-file corpus.txt --model gpt2 --tokens 20000 -o curves.png --json metrics.json
+  minigpt eval --text-file corpus.txt --model gpt2 --decoder logit --decoder norm_only --decoder last_blocks --last-blocks 2 -o curves.png
+  minigpt eval --text-file docs.txt --lines --model gpt2 --window 256 --json -
+"""
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .lens import as_decoder, evaluate_lens
+
+    names = args.decoder or ["logit"]
+    if args.last_blocks is not None and "last_blocks" not in names:
+        raise UsageError("--last-blocks goes with --decoder last_blocks")
+    decoders = [as_decoder(n, (args.last_blocks or 1) if n == "last_blocks" else None) for n in names]
+    check_decoder_names(decoders)
+    unknown = [c for c in args.curves if c not in CURVES]
+    if unknown or not args.curves:
+        raise UsageError(f"--curves {','.join(unknown)}: choose from {','.join(CURVES)}")
+    device = check_device(args.device)
+    if args.output is not None:
+        if is_report(args.output):
+            raise UsageError(f"-o {args.output}: minigpt eval draws a figure (.png, .svg, .pdf); the JSON is --json")
+        check_output(args.output, "-o")
+        check_format(args.output)
+    if args.json is not None and not is_stdout(args.json):
+        check_output(args.json, "--json")
+    text = None if args.lines else read_text(args)  # a whole text now; lines are streamed while evaluating
+    if text == "":
+        raise InputError(f"--text-file {args.text_file} is empty: give the lens at least one token")
+    lines = open_lines(args.text_file) if args.lines else None
+    # Options that depend on the model's shape are checked against its config.json, before the weights.
+    config = load_config(args.model)
+    if args.window is not None and args.window > config.n_positions:
+        raise UsageError(f"--window {args.window}: the model's context is {config.n_positions} tokens; use at most that")
+    if args.last_blocks is not None and args.last_blocks > config.n_layer:
+        raise UsageError(f"--last-blocks {args.last_blocks}: the model has {config.n_layer} blocks; use 1 to {config.n_layer}")
+
+    model, tok = load(args.model, device)
+    result = evaluate_lens(
+        model, text if lines is None else lines, tokenizer=tok, decoders=decoders, window=args.window,
+        max_tokens=args.tokens, batch_size=args.batch_size, sub_blocks=args.sub_blocks, matmul=args.matmul,
+    )  # fmt: skip
+    note(f"eval: {result.n_tokens} tokens in {result.n_windows} windows of {result.window}")
+    if is_stdout(args.json):
+        print(result.to_json())
+    else:
+        print(eval_table(result))
+        if args.json is not None:
+            result.to_json(args.json)
+            note(f"eval: wrote {args.json}")
+    if args.output is not None:
+        from .plot import plot_curves
+
+        plot_curves(result, args.curves, title=args.title).savefig(args.output, dpi=args.dpi, bbox_inches="tight")
+        note(f"eval: wrote {args.output}")
+    return 0
+
+
+def check_decoder_names(decoders: list[Decoder]) -> None:
+    names = [d.name for d in decoders]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"--decoder {twice[0]} is given twice (ln_f and logit are one decoder); give each once")
+
+
+def open_lines(path: str) -> Iterator[str]:
+    """The non-empty lines of a file (or stdin), read as they are needed; opened now, so a missing file fails first."""
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115  (closed below)
+    except OSError as e:
+        raise CommandError(f"cannot read --text-file {path}: {e.strerror or e}") from None
+
+    def lines() -> Iterator[str]:
+        try:
+            for line in handle:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield line
+        except UnicodeDecodeError as e:
+            raise CommandError(f"cannot read --text-file {path}: {e}") from None
+        finally:
+            if handle is not sys.stdin:
+                handle.close()
+
+    return lines()
+
+
+def eval_table(result: CorpusResult) -> str:
+    """Per row: each decoder's KL (bits per token) and top-1 agreement; the model's own CE under it."""
+    names = list(result.metrics)
+    head = ["row"] + [f"{n} {what}" for n in names for what in ("KL", "top-1")]
+    rows = [[label] + [f"{result.metrics[n][m][i]:.3f}" for n in names for m in ("kl", "top1_agreement")]
+            for i, label in enumerate(result.labels)]  # fmt: skip
+    width = [max(len(r[j]) for r in [head] + rows) for j in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, width))) for r in [head] + rows]
+    lines.append(f"the model: cross-entropy {result.baseline['ce']:.3f} bits per token, entropy {result.baseline['entropy']:.3f}")
+    return "\n".join(lines)
+
+
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    ev = commands.add_parser(
+        "eval", help="the lens over a corpus: per-row KL, cross-entropy, top-1 and depth, in bits",
+        description="Evaluate the lens over a whole text, every row and decoder, with bounded memory.",
+        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    source = ev.add_argument_group("input")
+    source.add_argument("--text-file", metavar="PATH", required=True, help="the corpus, a UTF-8 file ('-' for stdin)")
+    source.add_argument("--lines", action="store_true", help="each non-empty line is a document (joined with <|endoftext|>)")
+    source.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
+    source.add_argument("--tokens", type=positive_int, metavar="N", help="evaluate the first N tokens only")
+    source.add_argument("--window", type=positive_int, metavar="N", help="tokens per window (default: the model's context)")
+    source.add_argument("--batch-size", type=positive_int, metavar="B", help="windows per forward pass (default: ~2048 tokens)")
+    source.add_argument("--device", help="torch device, e.g. cpu, cuda, mps (default: cpu)")
+    output = ev.add_argument_group("output")
+    output.add_argument("-o", "--output", type=Path, metavar="PNG", help="a figure of the curves (.png, .svg, .pdf, ...)")
+    output.add_argument("--json", type=Path, metavar="PATH", help="every metric as JSON; '-' for stdout (instead of the table)")
+    output.add_argument("--curves", type=lambda v: [c.strip() for c in v.split(",") if c.strip()], default=["kl", "ce"],
+                        metavar="LIST", help=f"the figure's panels, from {','.join(CURVES)} (default: kl,ce)")
+    output.add_argument("--title", help="the figure's title")
+    output.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
+    how = ev.add_argument_group("how rows are decoded")
+    how.add_argument("--decoder", action="append", choices=DECODER_CHOICES,
+                     help="a decoder to evaluate; repeat for several (default: logit, the model's own ln_f)")
+    how.add_argument("--last-blocks", type=positive_int, metavar="K", help="K for --decoder last_blocks (default: 1)")
+    how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
+    how.add_argument("--matmul", choices=MATMULS, default="exact",
+                     help="the unembedding's matmuls: exact (default), onednn, or bf16 (fast only with bf16 units)")
+    ev.set_defaults(run=cmd_eval)
 
 
 # ----------------------------------------------------------------------------
@@ -610,13 +769,16 @@ def build_parser() -> Parser:
                            "which earlier tokens each position reads, per head")
     lens_view.add_argument("--dpi", type=positive_int, default=150, help="image resolution (default: 150)")
     lens_how = lens.add_argument_group("how rows are decoded")
-    lens_how.add_argument("--decoder", choices=DECODERS, help="how a row becomes logits (default: ln_f, the model's own)")
+    lens_how.add_argument("--decoder", choices=DECODER_CHOICES,
+                          help="how a row becomes logits (default: logit, the model's own ln_f; ln_f is the same)")
     lens_how.add_argument("--last-blocks", type=positive_int, metavar="K",
-                          help="with --decoder last_blocks: run the last K blocks before ln_f")
+                          help="with --decoder last_blocks: run the last K blocks before ln_f (a row at or above "
+                          "block L-K runs only the blocks above it, so the top row is the model's output)")
     lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
                           help=f"top tokens kept per cell in the JSON (default: 5; at least {TOP} with an HTML report)")
     lens.set_defaults(run=cmd_lens)
+    add_eval_parser(commands)
 
     gen = commands.add_parser(
         "generate", help="continue a prompt",

@@ -21,6 +21,7 @@ from matplotlib.text import Text  # noqa: E402
 
 import minigpt  # noqa: E402
 from minigpt import LensError, LensResult  # noqa: E402
+from minigpt.lens import DecoderSpec, LastBlocks  # noqa: E402
 from minigpt.plot import METRICS, Metric, _has_glyph, display_token, plot_lens  # noqa: E402
 
 # ----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def test_import_minigpt_does_not_import_matplotlib() -> None:
 
 
 def test_metrics_match_the_literal() -> None:
-    assert METRICS == get_args(Metric) == ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
+    assert METRICS == get_args(Metric) == ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl", "depth")
 
 
 def test_bad_metric_lists_the_valid_ones() -> None:
@@ -153,6 +154,18 @@ def test_explicit_rows_are_shown_in_depth_order() -> None:
     assert ytick_labels(fig) == ["embed", "h.2", "h.5"]  # no forced last row: the list is what was asked
     assert image(fig).shape == (3, 3)
     assert ytick_labels(plot_lens(result, layers="h.3")) == ["h.3"]
+
+
+def test_numbers_in_a_list_are_block_numbers() -> None:
+    """layers=[0, 5, 6] shows h.0, h.5, h.6 (as --layers 0,5,6 does): blocks, not row indices."""
+    labels = ["embed"] + [x for l in range(7) for x in (f"h.{l}.resid_mid", f"h.{l}")]
+    result = simple_result(R=len(labels), T=3, labels=labels)
+    fig = plot_lens(result, layers=[6, 0, 5])
+    assert ytick_labels(fig) == ["h.0", "h.5", "h.6"]
+    np.testing.assert_allclose(image(fig), result.top_logits[[2, 12, 14], :, 0])
+    assert ytick_labels(plot_lens(result, layers=[0, "embed", "h.3.resid_mid"])) == ["embed", "h.0", "h.3.resid_mid"]
+    with pytest.raises(LensError, match=r"no row 7 in this result"):
+        plot_lens(result, layers=[0, 7])
 
 
 @pytest.mark.parametrize("layers", [0, -2, True, 1.5, [], ["h.99"], [3]])
@@ -254,6 +267,9 @@ def test_colours_are_the_statistic(metric: str) -> None:
         "kl": np.clip(result.kl_final, 0, 7.5),
         "input_ranks": np.clip(result.rank_input, 1, 1000),
         "input_kl": np.clip(result.kl_input, 0, 7.5),
+        # 0 at or above the depth, 1 where the row agrees below it, 2 where it disagrees
+        "depth": np.where(np.arange(4)[:, None] >= result.depth, 0,
+                          np.where(result.top_ids[:, :, 0] == result.final_ids, 1, 2)),  # fmt: skip
     }[metric]
     np.testing.assert_allclose(image(fig), want, rtol=1e-6)
     if metric in ("ranks", "kl", "input_ranks", "input_kl"):  # the random values do exceed the clip
@@ -263,7 +279,7 @@ def test_colours_are_the_statistic(metric: str) -> None:
     title = main_axes(fig).get_title()
     assert "ln_f (the model's own decoder)" in title
     bar_label = fig.axes[-1].get_ylabel()
-    assert bar_label and ("clipped" in bar_label) == (metric not in ("logits", "probs"))
+    assert bar_label and ("clipped" in bar_label) == (metric not in ("logits", "probs", "depth"))
 
 
 def test_text_stays_readable_on_dark_and_light_cells() -> None:
@@ -278,10 +294,10 @@ def test_titles_and_decoder_words() -> None:
     result = simple_result()
     assert "KL(input ‖ row)" in main_axes(plot_lens(result, "input_kl")).get_title()
     assert "rank of the model's final top-1" in main_axes(plot_lens(result, "ranks")).get_title()
-    result.decoder = "last_blocks:2"
-    assert "the last 2 block(s), then ln_f" in main_axes(plot_lens(result)).get_title()
+    result.decoder = DecoderSpec.of(LastBlocks(2))
+    assert "the last 2 blocks, then ln_f" in main_axes(plot_lens(result)).get_title()
     assert main_axes(plot_lens(result, title="mine")).get_title().splitlines() == [
-        "mine", "decoder: the last 2 block(s), then ln_f"]  # a title replaces the first line only
+        "mine", "decoder: the last 2 blocks, then ln_f"]  # a title replaces the first line only
 
 
 @pytest.mark.parametrize("kl_max", [0, -1.0, float("nan"), float("inf"), "10"])
@@ -306,10 +322,12 @@ def test_long_text_shows_the_last_positions() -> None:
 
 def test_positions_pick_a_window() -> None:
     result = simple_result(R=3, T=30)
-    fig = plot_lens(result, "ranks", positions=(2, 6))
+    fig = plot_lens(result, "ranks", positions=slice(2, 6))
     assert bottom_labels(fig) == [display_token(t) for t in result.tokens[2:6]]
     np.testing.assert_allclose(image(fig), np.clip(result.rank_final[:, 2:6], 1, 100))
-    assert bottom_labels(plot_lens(result, positions=(-3, 30))) == [display_token(t) for t in result.tokens[-3:]]
+    assert bottom_labels(plot_lens(result, positions=slice(-3, 30))) == [display_token(t) for t in result.tokens[-3:]]
+    # Clamped like a Python slice, as the lens and the result clamp.
+    assert bottom_labels(plot_lens(result, positions=slice(25, 99))) == [display_token(t) for t in result.tokens[25:]]
 
 
 def windowed_result(T: int = 30, seed: int = 3) -> LensResult:
@@ -325,11 +343,12 @@ def windowed_result(T: int = 30, seed: int = 3) -> LensResult:
     return make_result(top, tokens, nxt, final, words, seed=seed)
 
 
-@pytest.mark.parametrize("window", [dict(positions=(7, 13)), dict(max_positions=6), dict(positions=(0, 6))])
+@pytest.mark.parametrize("window", [dict(positions=slice(7, 13)), dict(max_positions=6), dict(positions=slice(0, 6))])
 def test_stars_and_outlines_follow_the_window(window: dict) -> None:
     """Stars and outlines are those of the positions shown, whether picked or the last ones of a long result."""
     result = windowed_result()
-    lo, hi = window.get("positions", (len(result) - window.get("max_positions", 0), len(result)))
+    span = window.get("positions", slice(len(result) - window.get("max_positions", 0), len(result)))
+    lo, hi = span.start, span.stop
     fig = plot_lens(result, **window)
     stars = [label.endswith("*") for label in top_labels(fig)]
     assert stars == [bool(result.final_ids[t] == result.next_ids[t]) for t in range(lo, hi)]
@@ -379,7 +398,7 @@ def test_twenty_positions_fit_a_screen(vocab_checkpoint: Path, tmp_path: Path) -
     assert 1200 <= width <= 1800, width
 
 
-@pytest.mark.parametrize("positions", [(5, 2), (0, 31), (3, 3), "ab", (1, 2, 3), (0.5, 2), 4])
+@pytest.mark.parametrize("positions", [slice(5, 2), slice(40, 50), slice(3, 3), "ab", (1, 2), slice(0.5, 2), 4, slice(0, 9, 2)])
 def test_bad_positions_raise(positions: object) -> None:
     with pytest.raises(LensError):
         plot_lens(simple_result(R=3, T=30), positions=positions)  # type: ignore[arg-type]
@@ -510,7 +529,7 @@ def test_plots_a_real_lens_with_real_tokens(vocab_checkpoint: Path, tmp_path: Pa
 def test_plots_a_lens_without_tokenizer(tiny_checkpoint: Path) -> None:
     model = minigpt.GPT.from_pretrained(tiny_checkpoint)
     result = minigpt.logit_lens(model, [3, 1, 4, 1, 5, 9, 2, 6], decoder="norm_only")
-    fig = plot_lens(result, "logits", positions=(1, 5))
+    fig = plot_lens(result, "logits", positions=slice(1, 5))
     assert bottom_labels(fig) == ["<1>", "<4>", "<1>", "<5>"]
     assert "normalisation only" in main_axes(fig).get_title()
     np.testing.assert_allclose(image(fig), result.top_logits[:, 1:5, 0])
