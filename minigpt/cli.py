@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .lens import CorpusResult, Decoder, LensResult
     from .model import GPT, GPTConfig
+    from .tuned import TunedLens
 
 DECODER_CHOICES = (*DECODERS, *ALIASES)  # "ln_f" is the permanent alias of "logit"
 
@@ -303,6 +304,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "logit")
     if args.last_blocks is not None and decoder != "last_blocks":
         raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
+    check_lens_option(args)
     device = check_device(args.device)
     text = read_text(args)
     if not text:
@@ -327,6 +329,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
         raise UsageError(f"--attention: this model's blocks are 0..{L - 1}, not {max(args.attention)}")
 
     model, tok = load(args.model, device)
+    if args.lens is not None:
+        decoder = load_lens(args.lens, model)
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
     n_ctx = model.config.n_positions
     if len(ids) > n_ctx:
@@ -351,7 +355,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
             note(f"lens: the {'report' if report else 'figure'} shows {shown} (choose with --range or --max-positions)")
         if args.json is None:
             lo = hi - args.max_positions  # the figure or report needs no more: decode only what it shows
-    note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {decoder}) ...")
+    note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {getattr(decoder, 'name', decoder)}) ...")
 
     k = min(max(args.top_k, TOP), config.vocab_size) if report else args.top_k  # a report shows the top 10
     result = logit_lens(
@@ -446,8 +450,10 @@ examples:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from . import distributed
     from .lens import as_decoder, evaluate_lens
 
+    check_lens_option(args)
     names = args.decoder or ["logit"]
     if args.last_blocks is not None and "last_blocks" not in names:
         raise UsageError("--last-blocks goes with --decoder last_blocks")
@@ -456,7 +462,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [c for c in args.curves if c not in CURVES]
     if unknown or not args.curves:
         raise UsageError(f"--curves {','.join(unknown)}: choose from {','.join(CURVES)}")
-    device = check_device(args.device)
+    device = check_device(distributed.local_device(args.device))  # under torchrun, 'cuda' is each rank's own GPU
     if args.output is not None:
         if is_report(args.output):
             raise UsageError(f"-o {args.output}: minigpt eval draws a figure (.png, .svg, .pdf); the JSON is --json")
@@ -475,16 +481,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.last_blocks is not None and args.last_blocks > config.n_layer:
         raise UsageError(f"--last-blocks {args.last_blocks}: the model has {config.n_layer} blocks; use 1 to {config.n_layer}")
 
+    distributed.init_from_env(device)  # under torchrun: each rank evaluates its share of the windows
     model, tok = load(args.model, device)
+    if args.lens:  # each lens beside the logit lens
+        decoders += [load_lens(spec, model) for spec in args.lens]
+        check_decoder_names(decoders)
     result = evaluate_lens(
         model, text if lines is None else lines, tokenizer=tok, decoders=decoders, window=args.window,
         max_tokens=args.tokens, batch_size=args.batch_size, sub_blocks=args.sub_blocks, matmul=args.matmul,
     )  # fmt: skip
+    if not distributed.is_main():
+        return 0  # rank 0 has every rank's numbers: it alone prints and writes
     note(f"eval: {result.n_tokens} tokens in {result.n_windows} windows of {result.window}")
     if is_stdout(args.json):
         print(result.to_json())
     else:
         print(eval_table(result))
+        if any(getattr(d, "kind", None) == "probe" for d in decoders):
+            print(PROBE_NOTE)
         if args.json is not None:
             result.to_json(args.json)
             note(f"eval: wrote {args.json}")
@@ -562,6 +576,9 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     how.add_argument("--decoder", action="append", choices=DECODER_CHOICES,
                      help="a decoder to evaluate; repeat for several (default: logit, the model's own ln_f)")
     how.add_argument("--last-blocks", type=positive_int, metavar="K", help="K for --decoder last_blocks (default: 1)")
+    how.add_argument("--lens", action="append", metavar="DIR_OR_ID",
+                     help="a tuned lens or probe (a folder from `minigpt tune`, or a name on the tuned-lens Space such "
+                     "as gpt2), evaluated beside the logit lens; repeat for several")
     how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     how.add_argument("--matmul", choices=MATMULS, default="exact",
                      help="the unembedding's matmuls: exact (default), onednn, or bf16 (fast only with bf16 units)")
@@ -647,6 +664,29 @@ def fraction_below_one(value: str) -> float:
     if not 0 <= x < 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value!r}")
     return x
+
+
+PROBE_NOTE = ("(the probe's next-token KL and cross-entropy mean nothing: it is trained to name the input token; "
+              "read its ce_input and top1_input)")
+
+
+def check_lens_option(args: argparse.Namespace) -> None:
+    """--lens (minigpt lens, minigpt eval): the learned lens is the decoder, and it has no sub-block maps."""
+    if not args.lens:
+        return
+    if args.decoder or args.last_blocks is not None:
+        raise UsageError("give --lens or --decoder, not both: a tuned lens (or probe) is itself the decoder")
+    if args.sub_blocks:
+        raise UsageError("--sub-blocks with --lens: a tuned lens has no maps for sub-block rows (tuned-lens declines "
+                         "them too); drop --sub-blocks, or use a --decoder")  # fmt: skip
+
+
+def load_lens(spec: str, model: GPT) -> TunedLens:
+    from .tuned import TunedLens
+
+    lens = TunedLens.load(spec, model)
+    note(f"lens: {lens.title}, from {spec}")
+    return lens
 
 
 def add_tune_parser(commands: argparse._SubParsersAction) -> None:
@@ -774,6 +814,9 @@ def build_parser() -> Parser:
     lens_how.add_argument("--last-blocks", type=positive_int, metavar="K",
                           help="with --decoder last_blocks: run the last K blocks before ln_f (a row at or above "
                           "block L-K runs only the blocks above it, so the top row is the model's output)")
+    lens_how.add_argument("--lens", metavar="DIR_OR_ID",
+                          help="decode with a tuned lens or probe: a folder from `minigpt tune`, or a name on the "
+                          "tuned-lens Space such as gpt2 (instead of --decoder)")
     lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
                           help=f"top tokens kept per cell in the JSON (default: 5; at least {TOP} with an HTML report)")

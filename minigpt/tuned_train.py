@@ -41,6 +41,7 @@ from torch import Tensor
 
 from . import distributed
 from .errors import CheckpointError, InputError, LensError
+from .lens import LnF, evaluate_lens
 from .model import GPT
 from .tokenizer import EOT_ID
 from .tuned import KINDS, LENS_FILE, Kind, TunedLens, _atomic
@@ -440,19 +441,17 @@ def _restore(saved: dict, folder: Path, model: GPT, lens: TunedLens, opt: torch.
 # Held-out evaluation
 
 
-METRICS = ("kl", "kl_sq", "ce", "top1_agreement", "top1_accuracy", "ce_input", "top1_input")
-
-
 @dataclass
 class TunedEvaluation:
-    """A lens beside the logit lens on held-out windows, per row (bottom to top).
+    """A lens beside the logit lens on held-out windows, per row (bottom to top): `evaluate_lens`'s numbers
+    for the two decoders, and a table of the ones that matter for this kind of lens.
 
     `metrics[name][metric]` has one value per row, name being "logit" and the lens's ("tuned" or
-    "probe"). Units: `kl` = mean KL(p_final ‖ p_row), `ce` = cross-entropy against the next token
-    (each window's last position left out), `ce_input` = against the input token, all in bits per
-    token; `kl_se` its standard error over positions; `top1_agreement` (with the final top-1),
-    `top1_accuracy` (the next token) and `top1_input` (the input token) are fractions.
-    For a probe, the next-token numbers mean nothing: it is trained to name the input token.
+    "probe"), as in `evaluate_lens(...).to_dict()["metrics"]`: `kl` = mean KL(p_final ‖ p_row), `ce`
+    against the next token (each window's last position left out), `ce_input` against the input
+    token, in bits per token (`*_se`: standard errors over positions); `top1_agreement`,
+    `top1_accuracy` and `top1_input` are fractions. For a probe, the next-token numbers mean nothing:
+    it is trained to name the input token.
     """
 
     kind: str
@@ -491,27 +490,6 @@ class TunedEvaluation:
         return "\n".join(lines)
 
 
-def _row_sums(z: Tensor, x: Tensor, logp_final: Tensor, p_final: Tensor, final_top: Tensor, diff: Tensor) -> Tensor:
-    """One row's sums of METRICS over a batch: logits z (B, T, V), input ids x (B, T) -> (M,) float64."""
-    B, T, V = z.shape
-    z = z.float()
-    logq = torch.log_softmax(z, dim=-1)  # (B, T, V)
-    # KL(p_final ‖ q) = sum_v p_final (log p_final - log q): the difference is taken element by element,
-    # so a row equal to the output has KL exactly 0, and a near one loses nothing to cancellation.
-    torch.sub(logp_final, logq, out=diff)  # (B, T, V)
-    kl = torch.bmm(p_final.view(B * T, 1, V), diff.view(B * T, V, 1)).view(B, T)  # (B T, 1, V) @ (B T, V, 1)
-    top = z.argmax(-1)  # (B, T)
-    nxt = x[:, 1:]  # (B, T - 1): the next token, within the window
-    values = (
-        kl.sum(), (kl.double() ** 2).sum(),
-        -logq[:, :-1].gather(-1, nxt[..., None]).sum(),
-        (top == final_top).sum(), (top[:, :-1] == nxt).sum(),
-        -logq.gather(-1, x[..., None]).sum(), (top == x).sum(),
-    )  # fmt: skip
-    return torch.stack([v.double() for v in values])
-
-
-@torch.inference_mode()
 def evaluate(
     lens: TunedLens,
     model: GPT,
@@ -522,65 +500,9 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool | None = None,
 ) -> TunedEvaluation:
-    """`lens` and the logit lens on `corpus`, per row: see `TunedEvaluation` for the numbers.
-
-    The corpus is cut into consecutive windows of `window` tokens (default: the model's context),
-    the shorter last one kept. Under torchrun the windows are split across ranks (none twice, no
-    padding) and the float64 sums are added up, so every rank gets the numbers one process would.
-    Memory: a few (batch tokens, V) tensors, one row at a time.
-    """
-    lens.check(model)
-    W = model.config.n_positions if window is None else window
-    if not isinstance(W, int) or not 1 <= W <= model.config.n_positions:
-        raise LensError(f"window must be between 1 and the model's context {model.config.n_positions}, got {window!r}")
-    batch_size = max(1, MICRO_BATCH_TOKENS // W) if batch_size is None else batch_size
-    ids = corpus_ids(corpus, tokenizer, model.config.vocab_size)
-    n_full = len(ids) // W
-    spans = [(s, W) for s in range(0, n_full * W, W)]  # (start, length) of each window
-    if len(ids) > n_full * W:
-        spans.append((n_full * W, len(ids) - n_full * W))  # the shorter last window
-    mine = spans[distributed.shard(len(spans))]
-    batches: list[list[tuple[int, int]]] = []  # windows of one length, at most batch_size of them
-    for span in mine:
-        if batches and len(batches[-1]) < batch_size and batches[-1][0][1] == span[1]:
-            batches[-1].append(span)
-        else:
-            batches.append([span])
-    L, device = model.config.n_layer, model.device
-    R, M = L + 1, len(METRICS)
-    sums = torch.zeros(2, R, M, dtype=torch.float64, device=device)  # (decoder: logit, lens; row; metric)
-    counts = torch.zeros(2, dtype=torch.float64, device=device)  # positions, positions with a next token
-    plain = TunedLens.from_model(model, "tuned")  # zero maps: exactly the logit lens
-    for batch in _progress_bar(batches, progress, f"evaluate {lens.kind}", total=len(batches)):
-        x = torch.stack([ids[s : s + n] for s, n in batch]).to(device)  # (B, T)
-        out = model(x)
-        logp_final = torch.log_softmax(out.logits.float(), dim=-1)  # (B, T, V)
-        p_final = logp_final.exp()  # (B, T, V)
-        final_top = out.logits.argmax(-1)  # (B, T)
-        diff = torch.empty_like(logp_final)  # work space, reused by every row
-        counts += torch.tensor([x.numel(), x[:, 1:].numel()], dtype=torch.float64, device=device)
-        for r in range(R):
-            h = out.resid[r]  # (B, T, C)
-            plain_sums = _row_sums(plain.logits(model, h, r), x, logp_final, p_final, final_top, diff)
-            sums[0, r] += plain_sums
-            # A row without a map (the tuned lens's top row) is the logit lens's: the same numbers.
-            sums[1, r] += plain_sums if lens.index(r) is None else _row_sums(lens.logits(model, h, r), x, logp_final,
-                                                                           p_final, final_top, diff)  # fmt: skip
-        del out, logp_final, p_final, diff
-    distributed.all_reduce_sum(sums)
-    distributed.all_reduce_sum(counts)
-    n, n_next = counts.tolist()
-    metrics = {}
-    for d, name in enumerate(("logit", lens.name)):
-        s = sums[d].cpu().numpy()
-        per_pos = lambda j, cnt: (s[:, j] / max(cnt, 1)).tolist()  # noqa: E731
-        kl = s[:, 0] / max(n, 1)
-        kl_var = np.maximum(s[:, 1] / max(n, 1) - kl**2, 0.0)
-        metrics[name] = {
-            "kl": (kl / LN2).tolist(), "kl_se": (np.sqrt(kl_var / max(n, 1)) / LN2).tolist(),
-            "ce": [v / LN2 for v in per_pos(2, n_next)], "top1_agreement": per_pos(3, n),
-            "top1_accuracy": per_pos(4, n_next), "ce_input": [v / LN2 for v in per_pos(5, n)],
-            "top1_input": per_pos(6, n),
-        }  # fmt: skip
-    labels = ["embed"] + [f"h.{l}" for l in range(L)]
-    return TunedEvaluation(lens.kind, labels, int(n), W, metrics)
+    """`lens` and the logit lens on `corpus`, per row, through `evaluate_lens` (windows of `window` tokens,
+    default the model's context; under torchrun each rank takes its share of the windows)."""
+    result = evaluate_lens(model, corpus, tokenizer=tokenizer, decoders=[LnF(), lens], window=window,
+                           batch_size=batch_size, progress=progress).to_dict()  # fmt: skip
+    metrics = {name: {m: v for m, v in ms.items() if m != "depth_hist"} for name, ms in result["metrics"].items()}
+    return TunedEvaluation(lens.kind, result["labels"], result["n_tokens"], result["window"], metrics)
