@@ -36,6 +36,7 @@ from .lens import (
 from .load import download, load_model
 from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
+from .tuned import TunedLens
 
 try:  # the version lives in pyproject.toml alone
     __version__ = _metadata.version("minigpt-lens")
@@ -44,6 +45,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "TunedLens",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError",

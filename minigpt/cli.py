@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .lens import CorpusResult, Decoder, LensResult
     from .model import GPT, GPTConfig
+    from .tuned import TunedLens
 
 DECODER_CHOICES = (*DECODERS, *ALIASES)  # "ln_f" is the permanent alias of "logit"
 
@@ -303,6 +304,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
     decoder = args.decoder or ("last_blocks" if args.last_blocks is not None else "logit")
     if args.last_blocks is not None and decoder != "last_blocks":
         raise UsageError(f"--last-blocks goes with --decoder last_blocks, not --decoder {decoder}")
+    check_lens_option(args)
     device = check_device(args.device)
     text = read_text(args)
     if not text:
@@ -327,6 +329,8 @@ def cmd_lens(args: argparse.Namespace) -> int:
         raise UsageError(f"--attention: this model's blocks are 0..{L - 1}, not {max(args.attention)}")
 
     model, tok = load(args.model, device)
+    if args.lens is not None:
+        decoder = load_lens(args.lens, model)
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
     n_ctx = model.config.n_positions
     if len(ids) > n_ctx:
@@ -351,7 +355,7 @@ def cmd_lens(args: argparse.Namespace) -> int:
             note(f"lens: the {'report' if report else 'figure'} shows {shown} (choose with --range or --max-positions)")
         if args.json is None:
             lo = hi - args.max_positions  # the figure or report needs no more: decode only what it shows
-    note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {decoder}) ...")
+    note(f"lens: {len(ids)} tokens, decoding {len(labels)} rows x {hi - lo} positions (decoder {getattr(decoder, 'name', decoder)}) ...")
 
     k = min(max(args.top_k, TOP), config.vocab_size) if report else args.top_k  # a report shows the top 10
     result = logit_lens(
@@ -446,8 +450,10 @@ examples:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from . import distributed
     from .lens import as_decoder, evaluate_lens
 
+    check_lens_option(args)
     names = args.decoder or ["logit"]
     if args.last_blocks is not None and "last_blocks" not in names:
         raise UsageError("--last-blocks goes with --decoder last_blocks")
@@ -456,7 +462,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [c for c in args.curves if c not in CURVES]
     if unknown or not args.curves:
         raise UsageError(f"--curves {','.join(unknown)}: choose from {','.join(CURVES)}")
-    device = check_device(args.device)
+    device = check_device(distributed.local_device(args.device))  # under torchrun, 'cuda' is each rank's own GPU
     if args.output is not None:
         if is_report(args.output):
             raise UsageError(f"-o {args.output}: minigpt eval draws a figure (.png, .svg, .pdf); the JSON is --json")
@@ -475,16 +481,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.last_blocks is not None and args.last_blocks > config.n_layer:
         raise UsageError(f"--last-blocks {args.last_blocks}: the model has {config.n_layer} blocks; use 1 to {config.n_layer}")
 
+    distributed.init_from_env(device)  # under torchrun: each rank evaluates its share of the windows
     model, tok = load(args.model, device)
+    if args.lens:  # each lens beside the logit lens
+        decoders += [load_lens(spec, model) for spec in args.lens]
+        check_decoder_names(decoders)
     result = evaluate_lens(
         model, text if lines is None else lines, tokenizer=tok, decoders=decoders, window=args.window,
         max_tokens=args.tokens, batch_size=args.batch_size, sub_blocks=args.sub_blocks, matmul=args.matmul,
     )  # fmt: skip
+    if not distributed.is_main():
+        return 0  # rank 0 has every rank's numbers: it alone prints and writes
     note(f"eval: {result.n_tokens} tokens in {result.n_windows} windows of {result.window}")
     if is_stdout(args.json):
         print(result.to_json())
     else:
         print(eval_table(result))
+        if any(getattr(d, "kind", None) == "probe" for d in decoders):
+            print(PROBE_NOTE)
         if args.json is not None:
             result.to_json(args.json)
             note(f"eval: wrote {args.json}")
@@ -562,6 +576,9 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     how.add_argument("--decoder", action="append", choices=DECODER_CHOICES,
                      help="a decoder to evaluate; repeat for several (default: logit, the model's own ln_f)")
     how.add_argument("--last-blocks", type=positive_int, metavar="K", help="K for --decoder last_blocks (default: 1)")
+    how.add_argument("--lens", action="append", metavar="DIR_OR_ID",
+                     help="a tuned lens or probe (a folder from `minigpt tune`, or a name on the tuned-lens Space such "
+                     "as gpt2), evaluated beside the logit lens; repeat for several")
     how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     how.add_argument("--matmul", choices=MATMULS, default="exact",
                      help="the unembedding's matmuls: exact (default), onednn, or bf16 (fast only with bf16 units)")
@@ -607,6 +624,139 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     target = download(args.name, args.dir)
     print(target)
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# minigpt tune (the tuned lens and the input probe; minigpt/tuned.py, minigpt/tuned_train.py)
+
+TUNE_EPILOG = """\
+what it trains:
+  --kind tuned (default): one affine translator per row below the last, so that ln_f(h + h Wᵀ + b)
+  matches the model's output distribution (KL(final || lens), tuned-lens' recipe: SGD, Nesterov
+  momentum 0.9, lr 0.1, weight decay 1e-3, linear decay to 0, gradient clip 1.0).
+  --kind probe: one map per row, the top one included, trained to name the *input* token
+  (cross-entropy through the unembedding); its table shows how long each row still names it.
+
+  The last --val-fraction of the text's tokens is held out; the per-row table at the end compares
+  the lens with the logit lens on it (also written to DIR/eval.json). DIR gets lens.safetensors +
+  config.json (load with minigpt.TunedLens.load(DIR, model)) and the state --resume continues from.
+
+cost: the defaults (100 steps x 2048 tokens) take minutes for a small model on a CPU. A gpt2-small
+  lens needs about 2.1 GFLOP per token, 25-190 tokens/s on a CPU: the defaults take 1-3 hours for
+  gpt2 on 2 cores, seconds on a GPU. tuned-lens' published recipe (65.5M tokens) is a GPU job:
+  --steps 250 --tokens-per-step 262144 --device cuda.
+
+examples:
+  minigpt tune --text-file corpus.txt --model gpt2 --out lenses/gpt2
+  minigpt tune --text-file corpus.txt --model gpt2 --out lenses/gpt2 --resume --steps 200
+  minigpt tune --text-file corpus.txt --model gpt2 --out lenses/gpt2-probe --kind probe
+  torchrun --standalone --nproc-per-node 8 -m minigpt tune --text-file corpus.txt --model gpt2-xl \\
+      --out lenses/gpt2-xl --device cuda --steps 250 --tokens-per-step 262144
+"""
+
+
+def fraction_below_one(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {value!r}")
+    return x
+
+
+PROBE_NOTE = ("(the probe's next-token KL and cross-entropy mean nothing: it is trained to name the input token; "
+              "read its ce_input and top1_input)")
+
+
+def check_lens_option(args: argparse.Namespace) -> None:
+    """--lens (minigpt lens, minigpt eval): the learned lens is the decoder, and it has no sub-block maps."""
+    if not args.lens:
+        return
+    if args.decoder or args.last_blocks is not None:
+        raise UsageError("give --lens or --decoder, not both: a tuned lens (or probe) is itself the decoder")
+    if args.sub_blocks:
+        raise UsageError("--sub-blocks with --lens: a tuned lens has no maps for sub-block rows (tuned-lens declines "
+                         "them too); drop --sub-blocks, or use a --decoder")  # fmt: skip
+
+
+def load_lens(spec: str, model: GPT) -> TunedLens:
+    from .tuned import TunedLens
+
+    lens = TunedLens.load(spec, model)
+    note(f"lens: {lens.title}, from {spec}")
+    return lens
+
+
+def add_tune_parser(commands: argparse._SubParsersAction) -> None:
+    tune = commands.add_parser(
+        "tune", help="train a tuned lens (or an input probe) for a model on a text",
+        description="Train a tuned lens (one affine translator per row, tuned-lens' recipe) or an input probe\n"
+        "on a text file, then compare it with the logit lens on the held-out end of the text.",
+        epilog=TUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    tune.add_argument("--text-file", required=True, metavar="PATH", help="the training text, UTF-8 ('-' for stdin)")
+    tune.add_argument("--model", "-m", default="gpt2", help="name or path of the checkpoint (default: gpt2)")
+    tune.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the lens and its training state")
+    tune.add_argument("--kind", choices=("tuned", "probe"), help="what to train (default: tuned)")
+    tune.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps; the schedule spans them (default: 100)")
+    tune.add_argument("--tokens-per-step", type=positive_int, metavar="N",
+                      help="tokens per step, rounded up to whole windows (default: 2048)")
+    tune.add_argument("--window", type=positive_int, metavar="N", help="tokens per sequence (default: the model's context)")
+    tune.add_argument("--lr", type=positive_float, help="learning rate, in PyTorch's terms (default: 0.1)")
+    tune.add_argument("--seed", type=int, help="seed of the data order; the same seed gives the same lens (default: 0)")
+    tune.add_argument("--val-fraction", type=fraction_below_one, default=0.1, metavar="F",
+                      help="the last F of the tokens is held out for the table at the end (default: 0.1)")
+    tune.add_argument("--resume", action="store_true", help="continue the run saved in --out DIR, exactly")
+    tune.add_argument("--save-every", type=positive_int, default=10, metavar="N",
+                      help="save the run every N steps, and at the end (default: 10)")
+    tune.add_argument("--batch-size", type=positive_int, metavar="N",
+                      help="windows per forward pass (memory, not maths; default: about 1024 tokens' worth)")
+    tune.add_argument("--device", help="torch device, e.g. cpu, cuda (under torchrun: each rank's own GPU) (default: cpu)")
+    tune.set_defaults(run=cmd_tune, text=None)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import json
+
+    from . import distributed
+    from .tuned_train import STATE_JSON, corpus_ids, evaluate, fit, split_holdout
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the lens")
+    if args.resume and not (out / STATE_JSON).is_file():
+        raise CommandError(f"--resume: {out} holds no saved run ({STATE_JSON}); drop --resume to start one")
+    if not args.resume and (out / STATE_JSON).is_file():
+        raise CommandError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    config = load_config(args.model)
+    if args.window is not None and args.window > config.n_positions:
+        raise UsageError(f"--window {args.window} exceeds the model's context of {config.n_positions}")
+    device = check_device(distributed.local_device(args.device))
+    text = read_text(args)
+    distributed.init_from_env(device)
+
+    model, tok = load(args.model, device)
+    ids = corpus_ids(text, tok, model.config.vocab_size)
+    train, held_out = split_holdout(ids, args.val_fraction)
+    if distributed.is_main():
+        note(f"tune: {len(ids):,} tokens: training on {len(train):,}, holding out {len(held_out):,}"
+             + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
+    lens = fit(
+        model, train, kind=args.kind, steps=args.steps, tokens_per_step=args.tokens_per_step, seed=args.seed,
+        window=args.window, lr=args.lr, batch_size=args.batch_size, out=out, resume=out if args.resume else None,
+        save_every=args.save_every, base_model_name_or_path=args.model,
+    )  # fmt: skip
+    if distributed.is_main():
+        note(f"tune: wrote {out} (load it with minigpt.TunedLens.load({str(out)!r}, model))")
+    if not len(held_out):
+        note("tune: --val-fraction 0 holds nothing out, so there is no held-out table")
+    else:
+        result = evaluate(lens, model, held_out, window=lens.fit_config["window"], batch_size=args.batch_size)
+        if distributed.is_main():
+            (out / "eval.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
+            print(result.table())
     return 0
 
 
@@ -664,6 +814,9 @@ def build_parser() -> Parser:
     lens_how.add_argument("--last-blocks", type=positive_int, metavar="K",
                           help="with --decoder last_blocks: run the last K blocks before ln_f (a row at or above "
                           "block L-K runs only the blocks above it, so the top row is the model's output)")
+    lens_how.add_argument("--lens", metavar="DIR_OR_ID",
+                          help="decode with a tuned lens or probe: a folder from `minigpt tune`, or a name on the "
+                          "tuned-lens Space such as gpt2 (instead of --decoder)")
     lens_how.add_argument("--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     lens_how.add_argument("--top-k", type=positive_int, default=5, metavar="K",
                           help=f"top tokens kept per cell in the JSON (default: 5; at least {TOP} with an HTML report)")
@@ -699,6 +852,7 @@ def build_parser() -> Parser:
     dl.add_argument("name", metavar="NAME", help="a preset (gpt2, ..., distilgpt2) or a hub id")
     dl.add_argument("--dir", type=Path, help="where to put the files (default: weights/NAME)")
     dl.set_defaults(run=cmd_download)
+    add_tune_parser(commands)
     for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser

@@ -31,6 +31,7 @@ import tiktoken
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..errors import InputError, LensError
 from ..model import GPT
 from . import _stream
@@ -106,7 +107,7 @@ def evaluate_lens(
     n_bytes, n_windows = 0, 0
     bar = _progress_bar(progress, total)
     try:
-        for batch in _batches(_windows(pieces, window, max_tokens), batch_size):
+        for batch in _batches(_my_windows(_windows(pieces, window, max_tokens)), batch_size):
             idx = batch.to(model.device)  # (B, T)
             _evaluate_batch(model, idx, rows, decs, mode, sums)
             n_windows += len(batch)
@@ -115,6 +116,7 @@ def evaluate_lens(
             bar.update(batch.numel())
     finally:
         bar.close()
+    n_bytes, n_windows = sums.all_reduce(n_bytes, n_windows)  # under torchrun: every rank's windows together
     if sums.n == 0:
         raise InputError("the corpus is empty: give evaluate_lens at least one token")
 
@@ -234,6 +236,13 @@ def _windows(pieces: Iterator[Tensor], window: int, max_tokens: int | None) -> I
         yield carry
 
 
+def _my_windows(windows: Iterator[Tensor]) -> Iterator[Tensor]:
+    """This process's windows under torchrun: every world_size-th one, from its rank on (all of them
+    in one process). Each window is read by one rank, and none is padded or repeated."""
+    rank, world = distributed.rank(), distributed.world_size()
+    return (w for i, w in enumerate(windows) if i % world == rank)
+
+
 def _batches(windows: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
     """Windows stacked into batches (B, T) of up to batch_size; a shorter last window goes alone."""
     batch: list[Tensor] = []
@@ -265,7 +274,8 @@ def _progress_bar(progress: bool | None, total: int | None) -> Any:
 
     if progress is None:
         progress = sys.stderr.isatty()
-    return tqdm(total=total, unit="tok", unit_scale=True, desc="evaluate_lens", disable=not progress, file=sys.stderr)
+    show = progress and distributed.is_main()  # under torchrun, one bar
+    return tqdm(total=total, unit="tok", unit_scale=True, desc="evaluate_lens", disable=not show, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------
@@ -311,6 +321,17 @@ class _Sums:
         self.final_sq += (final * final).sum(-1)
         self.n += n
         self.n_next += int(has_next.sum())
+
+    def all_reduce(self, n_bytes: int, n_windows: int) -> tuple[int, int]:
+        """Under torchrun, add up every rank's sums (float64; the histograms int64) and counts, in place;
+        return the summed (n_bytes, n_windows). Nothing to do in one process."""
+        if not distributed.active():
+            return n_bytes, n_windows
+        for t in [*self.sum.values(), *self.sq.values(), self.depth_hist, self.final_sum, self.final_sq]:
+            distributed.all_reduce_sum(t)
+        counts = torch.tensor([self.n, self.n_next, n_bytes, n_windows], dtype=torch.int64, device=self.final_sum.device)
+        self.n, self.n_next, n_bytes, n_windows = distributed.all_reduce_sum(counts).tolist()
+        return n_bytes, n_windows
 
     def _count(self, name: str) -> int:
         return self.n_next if name in ("ce", "top1_accuracy") else self.n
