@@ -66,3 +66,16 @@ def run_child(module_args: list[str]) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(f"child {module_args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def host_line() -> str:
+    """The CPU and what decides matmul speed, for the head of every benchmark's output."""
+    import torch
+
+    from minigpt.lens import cpu_capabilities
+
+    caps = cpu_capabilities()
+    flag = lambda name: {True: "yes", False: "no", None: "?"}[caps[name]]  # noqa: E731
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"CPU {caps['model']} (avx2 {flag('avx2')}, avx512_bf16 {flag('avx512_bf16')}, amx_bf16 {flag('amx_bf16')}), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads{gpu}")  # fmt: skip

@@ -5,7 +5,8 @@
 For each shape (random weights), in fresh processes so that peak memory is each one's own:
   - lens: `minigpt.logit_lens` with every statistic over all rows, full vocabulary, given the
     residual stream (`resid=`; the forward pass is timed by benchmarks/forward.py);
-  - lens with `onednn=True`: its matmuls through oneDNN (mkldnn tensors and F.linear);
+  - lens with `matmul="onednn"`: its matmuls through oneDNN (mkldnn tensors and F.linear);
+  - lens with `matmul="bf16"` (with --bf16): bf16 matmuls for the rows, fp32 statistics;
   - floor: the same unembedding matmuls alone, R x ([T, C] @ [C, V]), with torch's default
     `mm` and with oneDNN (`torch._C._nn.mkldnn_linear`, the kernel behind `torch.utils.mkldnn`);
   - naive: materialise every row's logits (R, T, V), then log_softmax and the same statistics.
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import GB, interleaved, peak_rss_since_reset, reset_peak_rss, run_child, timed  # noqa: E402
+from _util import GB, host_line, interleaved, peak_rss_since_reset, reset_peak_rss, run_child, timed  # noqa: E402
 
 from minigpt import GPT, PRESETS, logit_lens  # noqa: E402
 
@@ -67,7 +68,7 @@ def naive_lens(model: GPT, resid: torch.Tensor, ids: torch.Tensor, k: int = 5) -
     (z > zt).sum(-1)  # ranks
 
 
-def child(shape: str, T: int, repeats: int, mode: str) -> dict:
+def child(shape: str, T: int, repeats: int, mode: str, bf16: bool = False) -> dict:
     torch.set_grad_enabled(False)
     model = make_model(shape)
     ids = torch.randint(0, model.config.vocab_size, (T,), generator=torch.Generator().manual_seed(1))
@@ -85,9 +86,11 @@ def child(shape: str, T: int, repeats: int, mode: str) -> dict:
         )  # fmt: skip
         fns = {
             "lens": lambda: logit_lens(model, ids, resid=resid),
-            "lens_onednn": lambda: logit_lens(model, ids, resid=resid, onednn=True),
+            "lens_onednn": lambda: logit_lens(model, ids, resid=resid, matmul="onednn"),
             **floor_fns(model, model.ln_f(resid)),
         }
+        if bf16:
+            fns["lens_bf16"] = lambda: logit_lens(model, ids, resid=resid, matmul="bf16")
         result.update({f"{name}_s": t for name, t in interleaved(fns, repeats).items()})
         result["rows"] = resid.shape[0]
     else:
@@ -103,17 +106,20 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["gpt2", "gpt2-xl"], choices=list(PRESETS))
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time matmul='bf16' (slow on CPUs without bf16 units)")
     parser.add_argument("--child", choices=["lens", "naive"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.shapes[0], args.tokens, args.repeats, args.child)))
+        print(json.dumps(child(args.shapes[0], args.tokens, args.repeats, args.child, args.bf16)))
         return
 
     me = [str(Path(__file__).resolve())]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, T={args.tokens}, fp32, random weights")
+    print(host_line())
+    print(f"T={args.tokens}, fp32, random weights")
     rows = []
     for shape in args.shapes:
-        lens = run_child(me + ["--child", "lens", "--shapes", shape, "--tokens", str(args.tokens), "--repeats", str(args.repeats)])
+        extra = ["--bf16"] if args.bf16 else []
+        lens = run_child(me + ["--child", "lens", "--shapes", shape, "--tokens", str(args.tokens), "--repeats", str(args.repeats)] + extra)
         cfg = PRESETS[shape]
         naive_bytes = 3 * lens["rows"] * args.tokens * cfg.vocab_size * 4  # logits, log-probs, probs
         if naive_bytes < 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"):
@@ -123,13 +129,15 @@ def main() -> None:
             naive_txt = f"not run: needs ≥ {naive_bytes / GB:.0f} GB (3 x R x T x V floats)"
         rows.append((shape, lens, naive_txt))
         print(json.dumps(lens), file=sys.stderr)
-    print("| shape | rows | lens (s) | floor mm (s) | lens / floor mm | lens onednn=True (s) | floor oneDNN (s) "
+    print("| shape | rows | lens (s) | floor mm (s) | lens / floor mm | lens matmul=onednn (s) | floor oneDNN (s) "
           "| lens onednn / floor oneDNN | lens extra peak (GB) | peak above weights (GB) | naive |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for shape, r, naive_txt in rows:
         print(f"| {shape} | {r['rows']} | {r['lens_s']:.2f} | {r['floor_mm_s']:.2f} | {r['lens_s'] / r['floor_mm_s']:.2f}x "
               f"| {r['lens_onednn_s']:.2f} | {r['floor_onednn_s']:.2f} | {r['lens_onednn_s'] / r['floor_onednn_s']:.2f}x "
               f"| {r['lens_extra_gb']:.2f} | {r['lens_above_weights_gb']:.2f} | {naive_txt} |")  # fmt: skip
+        if "lens_bf16_s" in r:
+            print(f"  {shape}: lens matmul=bf16 {r['lens_bf16_s']:.2f} s = {r['lens_bf16_s'] / r['lens_s']:.2f}x the exact lens")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 >>> lens = minigpt.logit_lens(model, "The dog", tokenizer=tok)
 """
 
+from importlib import metadata as _metadata
+
+from . import report
+from .attention import AttentionPatterns, attention_patterns
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -19,16 +23,32 @@ from .errors import (
     TrainError,
 )
 from .generate import generate
-from .lens import DECODERS, LensResult, ResidualParts, logit_lens, residual_parts
+from .lens import (
+    DECODERS,
+    CorpusResult,
+    Decoder,
+    LensResult,
+    ResidualParts,
+    Row,
+    evaluate_lens,
+    logit_lens,
+    residual_parts,
+)
 from .load import download, load_model
 from .model import GPT, PRESETS, GPTConfig, GPTOutput, KVCache
 from .tokenizer import load_tokenizer
 from .train import TrainResult, TrainSettings, train
+from .tuned import TunedLens
 
-__version__ = "0.1.0"
+try:  # the version lives in pyproject.toml alone
+    __version__ = _metadata.version("minigpt-lens")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "TunedLens",
+    "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",
 ]  # fmt: skip

@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import torch
 from torch import Tensor
 
 from .errors import InputError
 from .model import GPT, KVCache
 
+if TYPE_CHECKING:
+    import tiktoken
+
 
 @torch.inference_mode()
 def generate(
     model: GPT,
-    ids: Tensor,
+    ids: Tensor | Sequence[int] | str,
     max_new_tokens: int,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    tokenizer: tiktoken.Encoding | None = None,
 ) -> Tensor:
-    """Continue `ids` ((T,) or (B, T)) by `max_new_tokens` tokens; return the prompt followed by them.
+    """Continue a prompt by `max_new_tokens` tokens; return the prompt's ids followed by the new ones.
 
-    temperature=0 is greedy decoding. top_k keeps only the k likeliest tokens before sampling.
+    The prompt is token ids ((T,) or (B, T), a tensor or a list), or a text with `tokenizer=`;
+    the result is a tensor of ids either way ((T + n,) or (B, T + n)): `tokenizer.decode(out.tolist())`
+    turns a 1-D one back into text. temperature=0 is greedy decoding. top_k keeps only the k likeliest tokens before sampling.
     `generator` seeds the sampling (on the model's device). The prompt is read once; each
     later step feeds the model one new token and reuses the cached keys and values.
     """
@@ -31,6 +39,7 @@ def generate(
         raise InputError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
     if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
         raise InputError(f"top_k must be between 1 and the vocabulary size {model.config.vocab_size}, got {top_k}")
+    ids = _prompt_ids(ids, tokenizer)
     squeeze = ids.dim() == 1
     idx = ids.unsqueeze(0) if squeeze else ids
     idx = idx.to(model.device)
@@ -58,3 +67,17 @@ def generate(
         out.append(step)
     result = torch.cat(out, dim=1)  # (B, T + max_new_tokens)
     return result[0] if squeeze else result
+
+
+def _prompt_ids(prompt: Tensor | Sequence[int] | str, tokenizer: tiktoken.Encoding | None) -> Tensor:
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise InputError("a text prompt needs a tokenizer: generate(model, text, n, tokenizer=minigpt.load_tokenizer(...))")
+        prompt = tokenizer.encode_ordinary(prompt)  # "<|endoftext|>" in the text stays ordinary text
+    if isinstance(prompt, Tensor):
+        return prompt
+    if isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+        return torch.tensor(prompt, dtype=torch.int64)
+    raise InputError(
+        f"the prompt must be token ids (a tensor or a list of ints) or a text with tokenizer=, got {type(prompt).__name__}"
+    )

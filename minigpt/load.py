@@ -482,3 +482,18 @@ def place(tensor: Tensor, file_key: str, path: Path, device: str | torch.device 
 def tensor_names(path: Path) -> list[str]:
     with safe_open(str(path), framework="pt") as f:
         return list(f.keys())
+
+
+def checkpoint_config(name_or_path: str | os.PathLike) -> GPTConfig:
+    """A checkpoint's config without loading its weights (for a hub name, only config.json is fetched).
+
+    The CLI checks options that depend on the model's shape (`--last-blocks`, `--layers`, `--top-k`)
+    against it before the weights are read.
+    """
+    path = Path(name_or_path).expanduser()
+    name = str(name_or_path)
+    hub_name = name in HUB_REPOS or (HUB_ID.match(name) and not looks_like_a_path(name))
+    if not path.exists() and name not in BUNDLED and hub_name:
+        return read_config(hub_download(HUB_REPOS.get(name, name), ("config.json",))["config.json"])
+    files = resolve(name_or_path)
+    return read_config(files.config) if files.config is not None else infer_config(open_tensors(files.weights))

@@ -1,7 +1,7 @@
 """GPT-2, written out so that it reads top to bottom.
 
-This file holds only the forward pass: the configuration, the four modules
-(attention, MLP, block, GPT) and the key-value cache that generation uses.
+This file holds only the forward pass: the configuration, the attention maths, the four
+modules (attention, MLP, block, GPT), and at the end the key-value cache that generation uses.
 Loading lives in `load.py`, sampling in `generate.py`, the logit lens in `lens.py`.
 
 Module paths equal the keys of the official checkpoints, so a checkpoint key
@@ -9,7 +9,7 @@ such as `h.3.attn.c_attn.weight` is also the Python path `model.h[3].attn.c_attn
 
 Shape legend, used on every tensor line below:
     B batch, T new tokens, S tokens attended to (cached + new), C n_embd,
-    H n_head, D head dim (C // H), F MLP width (4C), V vocab, L n_layer
+    H n_head, D head dim (C // H), M MLP width (4C), V vocab, L n_layer
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ class GPTConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ConfigError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); fix config.json"
-            )
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); fix config.json")
         if self.n_inner is not None and (not isinstance(self.n_inner, int) or self.n_inner < 1):
             raise ConfigError(f"config field 'n_inner' must be a positive integer or null, got {self.n_inner!r}")
         if self.activation_function != "gelu_new":
@@ -92,38 +90,6 @@ PRESETS: dict[str, GPTConfig] = {
 
 
 # ----------------------------------------------------------------------------
-# Key-value cache: lets generation feed one new token at a time
-
-
-class LayerKV:
-    """The keys and values one attention layer has seen so far."""
-
-    def __init__(self) -> None:
-        self.k: Tensor | None = None  # (B, H, S, D)
-        self.v: Tensor | None = None  # (B, H, S, D)
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add the new positions' keys and values; return all of them."""
-        if self.k is not None:
-            k = torch.cat([self.k, k], dim=2)  # (B, H, S - T, D) + (B, H, T, D) -> (B, H, S, D)
-            v = torch.cat([self.v, v], dim=2)  # (B, H, S, D)
-        self.k, self.v = k, v
-        return k, v
-
-
-class KVCache:
-    """One `LayerKV` per block. `GPT.forward` updates it in place."""
-
-    def __init__(self, n_layer: int) -> None:
-        self.layers = [LayerKV() for _ in range(n_layer)]
-
-    def __len__(self) -> int:
-        """The number of positions cached so far."""
-        k = self.layers[0].k
-        return 0 if k is None else k.shape[2]
-
-
-# ----------------------------------------------------------------------------
 # The modules, in the order the data meets them
 
 
@@ -142,9 +108,30 @@ class Conv1D(nn.Module):
         nn.init.normal_(self.weight, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
+        # addmm is `bias + flat @ weight` in one kernel: the bias is added while the product is
+        # written, rather than in a second pass over it. It is also the call transformers' Conv1D
+        # makes, so the two implementations round alike.
         flat = x.reshape(-1, x.shape[-1])  # (..., in) -> (N, in)
-        out = torch.addmm(self.bias, flat, self.weight)  # bias + flat @ weight: (N, in) @ (in, out) -> (N, out)
+        out = torch.addmm(self.bias, flat, self.weight)  # (N, in) @ (in, out) + (out,) -> (N, out)
         return out.view(*x.shape[:-1], out.shape[-1])  # (N, out) -> (..., out)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention, written out: returns the output and the pattern.
+
+    q (B, H, T, D), k and v (B, H, S, D), mask (T, S) bool, True where query t may read key s.
+    `CausalSelfAttention.forward` runs the fused kernel `F.scaled_dot_product_attention`, which
+    computes the same output (tests check the two agree); `pattern` returns this function's pattern.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    scores = scores.masked_fill(~mask, float("-inf"))  # (B, H, T, S): a position cannot see ahead
+    pattern = scores.softmax(dim=-1)  # (B, H, T, S): each row sums to 1
+    return pattern @ v, pattern  # (B, H, T, S) @ (B, H, S, D) -> (B, H, T, D)
+
+
+def causal_mask(T: int, S: int, device: torch.device | None = None) -> Tensor:
+    """(T, S) bool: the T newest of S positions each see themselves and every earlier position."""
+    return torch.arange(S, device=device) <= torch.arange(S - T, S, device=device)[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -169,27 +156,24 @@ class CausalSelfAttention(nn.Module):
         if kv is not None:
             k, v = kv.append(k, v)  # (B, H, S, D): the cached positions, then the new ones
         S = k.shape[2]
-        # The fused kernel computes exactly `pattern(x) @ v` (see `pattern` below and the
-        # tests): softmax(q k^T / sqrt(D) + causal mask) @ v, only faster and in less memory.
-        if S == T:  # no cache: plain causal attention
+        # The same maths as `attention(q, k, v, causal_mask(T, S))[0]`, fused: faster, and it never
+        # holds the (B, H, T, S) pattern. Without a cache (S == T) the mask is the plain causal one,
+        # which `is_causal` selects without building it.
+        if S == T:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        else:  # new query i sits at absolute position S - T + i and sees keys 0 .. S - T + i
-            visible = torch.arange(S, device=x.device) <= torch.arange(S - T, S, device=x.device)[:, None]  # (T, S)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, H, T, D)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device))  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side
         return self.c_proj(y)  # (B, T, C)
 
     def pattern(self, x: Tensor) -> Tensor:
-        """The attention pattern, written out: how much each position reads from each earlier one.
+        """The attention pattern: how much each position reads from each earlier one.
 
         Takes the block's normalised input (B, T, C); returns (B, H, T, T), rows summing to 1.
         """
         T = x.shape[1]
-        q, k, _ = self.qkv(x)  # (B, H, T, D)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, D) @ (B, H, D, T) -> (B, H, T, T)
-        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)  # (T, T): True above the diagonal
-        scores = scores.masked_fill(future, float("-inf"))  # (B, H, T, T): a position cannot see ahead
-        return scores.softmax(dim=-1)  # (B, H, T, T)
+        q, k, v = self.qkv(x)  # (B, H, T, D)
+        return attention(q, k, v, causal_mask(T, T, x.device))[1]  # (B, H, T, T)
 
 
 class MLP(nn.Module):
@@ -201,9 +185,9 @@ class MLP(nn.Module):
         self.c_proj = Conv1D(config.mlp_width, config.n_embd)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.c_fc(x)  # (B, T, C) -> (B, T, F)
-        x = F.gelu(x, approximate="tanh")  # (B, T, F); 'gelu_new' in config.json
-        return self.c_proj(x)  # (B, T, F) -> (B, T, C)
+        x = self.c_fc(x)  # (B, T, C) -> (B, T, M)
+        x = F.gelu(x, approximate="tanh")  # (B, T, M); 'gelu_new' in config.json
+        return self.c_proj(x)  # (B, T, M) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -251,14 +235,8 @@ class GPT(nn.Module):
         # No lm_head: GPT-2 ties the unembedding to wte (logits = ln_f(x) @ wte.weight.T).
 
     @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        *,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        config: GPTConfig | None = None,
-    ) -> GPT:
+    def from_pretrained(cls, name_or_path: str, *, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, config: GPTConfig | None = None) -> GPT:
         """Load a checkpoint: a preset ("gpt2", ..., "distilgpt2"), a hub id, a directory or a .safetensors file.
 
         dtype defaults to float32, device to the CPU; `config` overrides the checkpoint's config.json
@@ -276,8 +254,12 @@ class GPT(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.wte.weight.dtype
 
-    def check_ids(self, idx: Tensor, past: int = 0) -> None:
-        """Raise `InputError` unless `idx` is a (B, T) integer tensor the model can read after `past` cached tokens."""
+    def check_ids(self, idx: Tensor, past: int = 0, *, values: bool = True) -> None:
+        """Raise `InputError` unless `idx` is a (B, T) integer tensor the model can read after `past` cached tokens.
+
+        values=False skips the vocabulary-range check, the one part that reads the ids (and so
+        waits for the device): generation skips it for the tokens it sampled itself.
+        """
         if isinstance(idx, Tensor) and idx.dim() == 2 and idx.numel() == 0:
             raise InputError("the sequence is empty: give the model at least one token")
         if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
@@ -285,27 +267,25 @@ class GPT(nn.Module):
             raise InputError(f"token ids must be an integer tensor of shape (B, T), got {got}; try torch.tensor([ids])")
         T, limit = idx.shape[1], self.config.n_positions
         if past + T > limit:
-            raise InputError(
-                f"{past + T} tokens exceed the context of {limit} positions; keep the last {limit} tokens "
-                f"(e.g. idx[:, -{limit}:]) or split the text"
-            )
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            bad = hi if hi >= self.config.vocab_size else lo
-            raise InputError(
-                f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
-                "was the text encoded with this model's tokenizer?"
-            )
+            raise InputError(f"{past + T} tokens exceed the context of {limit} positions; keep the last "
+                             f"{limit} tokens (e.g. idx[:, -{limit}:]) or split the text")
+        if not values:
+            return
+        lo, hi, V = int(idx.min()), int(idx.max()), self.config.vocab_size
+        if lo < 0 or hi >= V:
+            raise InputError(f"token id {hi if hi >= V else lo} is outside the vocabulary [0, {V}); "
+                             "was the text encoded with this model's tokenizer?")
 
     def forward(self, idx: Tensor, cache: KVCache | None = None) -> GPTOutput:
         """Run the model on token ids (B, T).
 
         Without a cache, returns logits and residuals for every position. With a cache,
         `idx` holds only the new tokens; they are returned for those positions alone,
-        and the cache is extended in place.
+        and the cache is extended in place. Ids are range-checked on a call without a cache or
+        with an empty one (a prompt), not on each later token: that check would wait for the device.
         """
         past = 0 if cache is None else len(cache)
-        self.check_ids(idx, past)
+        self.check_ids(idx, past, values=past == 0)
         T = idx.shape[1]
         pos = torch.arange(past, past + T, device=idx.device)  # (T,): absolute positions
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
@@ -316,3 +296,35 @@ class GPT(nn.Module):
             resid.append(x)  # resid[l]: after block l, before ln_f
         logits = self.ln_f(x) @ self.wte.weight.T  # (B, T, C) @ (C, V) -> (B, T, V)
         return GPTOutput(logits=logits, resid=torch.stack(resid))  # resid: (L + 1, B, T, C)
+
+
+# ----------------------------------------------------------------------------
+# Key-value cache: lets generation feed one new token at a time (see generate.py)
+
+
+class LayerKV:
+    """The keys and values one attention layer has seen so far."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None  # (B, H, S, D)
+        self.v: Tensor | None = None  # (B, H, S, D)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions' keys and values; return all of them."""
+        if self.k is not None:
+            k = torch.cat([self.k, k], dim=2)  # (B, H, S - T, D) + (B, H, T, D) -> (B, H, S, D)
+            v = torch.cat([self.v, v], dim=2)  # (B, H, S, D)
+        self.k, self.v = k, v
+        return k, v
+
+
+class KVCache:
+    """One `LayerKV` per block. `GPT.forward` updates it in place."""
+
+    def __init__(self, n_layer: int) -> None:
+        self.layers = [LayerKV() for _ in range(n_layer)]
+
+    def __len__(self) -> int:
+        """The number of positions cached so far."""
+        k = self.layers[0].k
+        return 0 if k is None else k.shape[2]

@@ -1,4 +1,5 @@
-"""Draw a `LensResult` the way the logit-lens post draws it: layers up, positions across, a token in every cell.
+"""Draw a `LensResult` the way the logit-lens post draws it: layers up, positions across, a token in every cell;
+and a `CorpusResult` as per-row curves, several decoders side by side (the tuned-lens paper's figure).
 
 matplotlib only, through its object API (`matplotlib.figure.Figure`), so it works headless and
 never touches pyplot's global state. `import minigpt` does not import this module (nor
@@ -7,6 +8,7 @@ matplotlib): import it on demand.
 >>> from minigpt.plot import plot_lens
 >>> fig = plot_lens(minigpt.logit_lens(model, "The dog", tokenizer=tok), "ranks")
 >>> fig.savefig("lens.png")
+>>> plot_curves(minigpt.evaluate_lens(model, text, tokenizer=tok, decoders=["logit", "norm_only"])).savefig("curves.png")
 """
 
 from __future__ import annotations
@@ -14,23 +16,22 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import re
-import unicodedata
 from typing import NamedTuple, Sequence
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.axes import Axes
-from matplotlib.colors import Colormap, LogNorm, Normalize
+from matplotlib.colors import BoundaryNorm, Colormap, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ft2font import FT2Font
 from matplotlib.patches import Rectangle
 
+from . import display
 from .errors import LensError
-from .lens import DECODER_DOC, METRICS, LensResult, Metric
+from .lens import METRICS, CorpusResult, LensResult, Metric, Row
 
-__all__ = ["plot_lens", "display_token", "METRICS", "Metric"]
+__all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 
 
 # Colour-scale clips, as in the post: ranks of the final token bottom out at 100; ranks of
@@ -38,7 +39,13 @@ __all__ = ["plot_lens", "display_token", "METRICS", "Metric"]
 RANK_MAX = {"ranks": 100, "input_ranks": 1000}
 OUTLINE_GID = "outline"  # the gid of every outline patch, so tests and users can find them
 OUTLINE_COLOR = "#f28e2b"  # orange: stands out on both ends of the blue colour maps
-CELL_CHARS, TICK_CHARS = 10, 18  # longer token texts are cut with "…" (GPT-2 has 64-character tokens)
+# Figure sizing. A 20-position figure should stay readable at a normal screen width (about 1600 px
+# at the default 150 dpi), so a cell holds 6 characters of 7 pt text and a label 12 of 8 pt; longer
+# token texts are cut with "…" (GPT-2 has 64-character tokens). The tick and margin sizes below are
+# in inches, measured for matplotlib's default font (DejaVu Sans: about 0.6 em per character).
+CELL_CHARS, TICK_CHARS = 6, 12
+CELL_PT, TICK_PT = 7, 8
+CHAR_IN = 0.6 / 72  # inches per character per point of font size
 
 
 class _View(NamedTuple):
@@ -54,7 +61,14 @@ _VIEWS: dict[str, _View] = {
     "kl": _View("KL(final ‖ row)", "KL(final ‖ row), nats", "Blues"),
     "input_ranks": _View("rank of the input token", "rank of the input token", "Blues"),
     "input_kl": _View("KL(input ‖ row)", "KL(input ‖ row), nats", "Blues"),
+    "depth": _View("prediction depth", "the row's top-1", "Blues"),  # three categories of DEPTH_SHADES
 }
+# The depth view's cells, light to dark: the row is at or above the position's depth (its top-1 and
+# every top-1 above it are the final top-1); its top-1 is the final one but a row above disagrees
+# again; its top-1 is another token. The shades are taken from the view's colour map.
+DEPTH_SHADES = (0.1, 0.4, 0.75)
+DEPTH_LABELS = ("settled (row ≥ depth)", "= final, not yet settled", "≠ final top-1")
+DEPTH_GID = "depth"  # the gid of the line under each position's depth row
 
 
 # ----------------------------------------------------------------------------
@@ -62,10 +76,10 @@ _VIEWS: dict[str, _View] = {
 
 
 def display_token(text: str) -> str:
-    """A token's text made visible for a label: spaces as "␣", newlines as "⏎", tabs as "⇥",
-    other control, format and space characters as Python escapes (`\\x07`, `\\u200b`), and
-    characters the current matplotlib font cannot draw as `U+4E2D`. Byte fragments, which
-    `LensResult` already spells `\\xe2\\x80`, stay as they are.
+    """A token's text made visible for a label, by the rules of `minigpt.display.display_token`
+    (spaces as "␣", newlines as "⏎", control characters as escapes `\\x07`, ...). The current
+    matplotlib font decides what can be drawn: characters it lacks become `U+4E2D`, and symbols
+    it lacks their fallbacks ("·", "\\n").
 
     >>> display_token(" the\\n")
     '␣the⏎'
@@ -76,22 +90,7 @@ def display_token(text: str) -> str:
 @functools.lru_cache(maxsize=65536)
 def _display(text: str, font_key: tuple[str, ...]) -> str:
     fonts = _fonts(font_key)
-    return "".join(_display_char(ch, fonts) for ch in text)
-
-
-# Each whitespace character's preferred symbol, then a fallback for fonts without it.
-_SHOWN = {" ": ("␣", "·"), "\n": ("⏎", "\\n"), "\t": ("⇥", "\\t"), "\r": ("␍", "\\r")}
-
-
-def _display_char(ch: str, fonts: list[FT2Font]) -> str:
-    if ch in _SHOWN:
-        symbol, fallback = _SHOWN[ch]
-        return symbol if _drawable(symbol, fonts) else fallback
-    if unicodedata.category(ch)[0] in "CZ":  # control, format, private use, unassigned; odd spaces
-        return ch.encode("unicode_escape").decode("ascii")
-    if not _drawable(ch, fonts):  # e.g. CJK or emoji in a font without them: an empty box otherwise
-        return f"U+{ord(ch):04X}"
-    return ch
+    return display.display_token(text, lambda ch: _drawable(ch, fonts))
 
 
 def _drawable(ch: str, fonts: list[FT2Font]) -> bool:
@@ -128,55 +127,48 @@ def _shorten(text: str, n: int) -> str:
 # Choosing rows and positions
 
 
-def _block(label: str) -> int | None:
-    """The block index of a row label ("h.3" and "h.3.resid_mid" -> 3), None for "embed"/"prior"."""
-    m = re.fullmatch(r"h\.(\d+)(?:\..+)?", label)
-    return int(m.group(1)) if m else None
-
-
-def _choose_rows(labels: list[str], layers: int | Sequence[str] | None, sub_blocks: bool) -> list[int]:
+def _choose_rows(rows: list[Row], layers: int | Sequence[int | str] | None, sub_blocks: bool) -> list[int]:
     """Indices of the rows to show, bottom to top in the model's order."""
+    labels = [r.label for r in rows]
     if isinstance(layers, str):
         layers = [layers]
     if layers is not None and not isinstance(layers, (int, np.integer)):
         wanted = list(layers) if isinstance(layers, Sequence) else []
-        if not wanted or not all(isinstance(w, str) for w in wanted):
-            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of row labels from: {', '.join(labels)}")
-        missing = [w for w in wanted if w not in labels]
+        ok = lambda w: isinstance(w, str) or (isinstance(w, (int, np.integer)) and not isinstance(w, bool))  # noqa: E731
+        if not wanted or not all(ok(w) for w in wanted):
+            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of block numbers and row labels "
+                            f"from: {', '.join(labels)}")  # fmt: skip
+        # A number is a block: its output row (h.5 for 5), never a row index.
+        names = [f"h.{int(w)}" if not isinstance(w, str) else w for w in wanted]
+        missing = [w for w, name in zip(wanted, names) if name not in labels]
         if missing:
             raise LensError(f"no row {', '.join(map(repr, missing))} in this result; the rows are {', '.join(labels)}")
-        return sorted({labels.index(w) for w in wanted})  # depth order, whatever order they were listed in
+        return sorted({labels.index(name) for name in names})  # depth order, whatever order they were listed in
 
     stride = 1 if layers is None else layers
     if isinstance(stride, bool) or stride < 1:
-        raise LensError(f"layers must be a stride >= 1 or a list of row labels, got {layers!r}")
-    blocks = [_block(label) for label in labels]
-    last = max((b for b in blocks if b is not None), default=None)
+        raise LensError(f"layers must be a stride >= 1 or a list of block numbers and row labels, got {layers!r}")
+    last = max((r.block for r in rows), default=-1)
     keep = []
-    for i, (label, b) in enumerate(zip(labels, blocks)):
-        if label == "prior":
+    for i, row in enumerate(rows):
+        if row.site == "prior":
             continue  # the same at every position, and not part of the stream: shown only when listed
-        if b is None:
+        if row.site == "embed":
             keep.append(i)  # "embed" stays at the bottom whatever the stride
-        elif (sub_blocks or not label.endswith(".resid_mid")) and (b % stride == 0 or b == last):
+        elif (sub_blocks or row.site != "resid_mid") and (row.block % stride == 0 or row.block == last):
             keep.append(i)  # every stride-th block, and always the last one
     return keep
 
 
-def _choose_positions(result: LensResult, positions: tuple[int, int] | None, max_positions: int) -> LensResult:
+def _choose_positions(result: LensResult, positions: slice | None, max_positions: int) -> LensResult:
     if isinstance(max_positions, bool) or not isinstance(max_positions, (int, np.integer)) or max_positions < 1:
         raise LensError(f"max_positions must be a positive integer, got {max_positions!r}")
     if positions is None:
         T = len(result)
         return result.positions(T - max_positions, T) if T > max_positions else result
-    if (
-        isinstance(positions, str)
-        or not isinstance(positions, Sequence)
-        or len(positions) != 2
-        or not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in positions)
-    ):
-        raise LensError(f"positions must be a pair of integers (start, end) into 0:{len(result)}, got {positions!r}")
-    return result.positions(int(positions[0]), int(positions[1]))  # raises LensError when out of range
+    if not isinstance(positions, slice):
+        raise LensError(f"positions must be a slice of the result's positions such as slice(2, 6), got {positions!r}")
+    return result.positions(positions)  # clamped like a Python slice; raises LensError when empty
 
 
 # ----------------------------------------------------------------------------
@@ -204,18 +196,15 @@ def _statistic(
         ranks = result.rank_final if metric == "ranks" else result.rank_input
         values = np.clip(ranks[rows], 1, top).astype(np.float64)
         return values, LogNorm(1, top), "max", f"{view.colorbar}\n(clipped at {top})"
+    if metric == "depth":
+        shown = np.array(rows)[:, None]  # (R, 1): row indices, as depth counts them
+        agree = result.top_ids[rows, :, 0] == result.final_ids  # (R, T)
+        values = np.where(shown >= result.depth, 0, np.where(agree, 1, 2)).astype(np.float64)
+        return values, BoundaryNorm([-0.5, 0.5, 1.5, 2.5], 3), "neither", view.colorbar
     kl = result.kl_final if metric == "kl" else result.kl_input
     # KL >= 0; float rounding can give -1e-7 for a row equal to its reference.
     values = np.clip(kl[rows].astype(np.float64), 0.0, kl_max)
     return values, Normalize(0.0, kl_max), "max", f"{view.colorbar}\n(clipped at {kl_max:g})"
-
-
-def _decoder_words(decoder: str) -> str:
-    name, _, k = decoder.partition(":")
-    words = DECODER_DOC.get(name)
-    if words is None:
-        return decoder
-    return words.format(k=k) if name == "last_blocks" else words
 
 
 def _text_color(cmap: Colormap, norm: Normalize, value: float) -> str:
@@ -233,8 +222,8 @@ def plot_lens(
     result: LensResult,
     metric: Metric = "logits",
     *,
-    layers: int | Sequence[str] | None = None,
-    positions: tuple[int, int] | None = None,
+    layers: int | Sequence[int | str] | None = None,
+    positions: slice | None = None,
     max_positions: int = 20,
     sub_blocks: bool = True,
     kl_max: float = 10.0,
@@ -254,23 +243,30 @@ def plot_lens(
         "ranks": the rank of the model's final top-1 in this row (log scale, 1 to 100);
         "kl": KL(p_final ‖ p_row) in nats, clipped at `kl_max`;
         "input_ranks": the rank of the input token (log scale, 1 to 1000);
-        "input_kl": KL(p_input ‖ p_row) in nats, with the same clip as "kl" so the two compare.
+        "input_kl": KL(p_input ‖ p_row) in nats, with the same clip as "kl" so the two compare;
+        "depth": light where the row is at or above the position's prediction depth (`result.depth`:
+          from that row up, every row's top-1 is the final top-1), mid blue where the row's top-1
+          is the final one but a row above disagrees again, dark where it is another token; a black
+          line sits under each position's depth row.
 
     layers: an int n keeps every n-th block (h.0, h.n, h.2n, ...) and always the last one and
-      `embed`; a list of row labels shows exactly those rows (in depth order). The "prior" row, if
-      the result has one, is shown only when listed.
-    positions: (start, end) into the result's positions, shown in full; when None, the last
-      `max_positions` of a longer result.
+      `embed`; a list shows exactly those rows (in depth order): numbers are *block* numbers
+      (`[0, 5, 11]` shows h.0, h.5, h.11, as `--layers 0,5,11` does), strings are row labels
+      ("embed", "h.3.resid_mid"). Block numbers are not row indices: `result.depth` holds row
+      indices (0 = the bottom row). The "prior" row, if the result has one, is shown only when listed.
+    positions: a slice of the result's positions, shown in full (clamped like a Python slice); when
+      None, the last `max_positions` of a longer result.
     kl_max: top of both KL colour scales, in nats (the post cut gpt2-xl's at 30; 10 keeps the
       differences between middle layers of the smaller models visible).
     sub_blocks: show the "h.l.resid_mid" rows when the result has them (a list in `layers` wins).
     ax: draw into this Axes (its figure is returned) instead of a new, suitably sized Figure.
+    title: the title's first line (default: the view); the line naming the decoder always follows.
     """
     if metric not in METRICS:
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if isinstance(kl_max, bool) or not (isinstance(kl_max, numbers.Real) and 0 < kl_max < math.inf):
         raise LensError(f"kl_max must be a positive number of nats, got {kl_max!r}")
-    rows = _choose_rows(result.labels, layers, sub_blocks)
+    rows = _choose_rows(result.rows, layers, sub_blocks)
     if not rows:
         raise LensError(f"no rows left to show out of {', '.join(result.labels)}; list some in layers=")
     res = _choose_positions(result, positions, max_positions)
@@ -289,10 +285,11 @@ def plot_lens(
     if ax is None:
         # Size from the content: cells wide enough for their text, margins for the labels.
         longest = max(len(s) for row in cells for s in row)
-        cell_w = min(max(0.18 + 0.075 * longest, 0.55), 1.05)
+        cell_w = max(0.12 + CELL_PT * CHAR_IN * longest, 0.3)  # the text plus a little padding
         tick = max(len(s) for s in bottom + top + [""])
-        width = 1.2 + 0.075 * max(map(len, labels)) + T * cell_w + 1.3
-        margins = 1.5 + 2 * 0.055 * tick  # title, axis labels and the tilted tokens
+        tilted = 0.71 * TICK_PT * CHAR_IN * tick  # a 45° label's height (and overhang)
+        width = 0.5 + TICK_PT * CHAR_IN * max(map(len, labels)) + T * cell_w + 1.0  # y labels, grid, colour bar
+        margins = 1.0 + 2 * tilted  # title, axis labels and the tilted tokens above and below
         height = max(margins + R * 0.32, 4.0)
         fig = Figure(figsize=(max(width, 4.5), height), layout="constrained")
         ax = fig.add_subplot()
@@ -303,12 +300,14 @@ def plot_lens(
         bar_aspect, bar_fraction = 20.0, 0.05
     ax.set_gid("lens")
 
-    cmap = mpl.colormaps[_VIEWS[metric].cmap].with_extremes(bad="#dddddd")
+    cmap = mpl.colormaps[_VIEWS[metric].cmap]
+    if metric == "depth":
+        cmap = ListedColormap(cmap(DEPTH_SHADES))
+    cmap = cmap.with_extremes(bad="#dddddd")
     image = ax.imshow(values, cmap=cmap, norm=norm, origin="lower", aspect="auto", interpolation="nearest")
-    size = 8 if max(len(s) for row in cells for s in row) <= 8 else 7
     for r in range(R):
         for t in range(T):
-            ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=size, clip_on=True,
+            ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=CELL_PT, clip_on=True,
                     color=_text_color(cmap, norm, values[r, t]), parse_math=False)  # fmt: skip
             if top1[r, t] == res.final_ids[t]:
                 ax.add_patch(Rectangle((t - 0.46, r - 0.46), 0.92, 0.92, fill=False, edgecolor=OUTLINE_COLOR,
@@ -317,7 +316,12 @@ def plot_lens(
     # Thin white lines between cells (two line collections: far cheaper than minor-tick grids).
     ax.vlines(np.arange(0.5, T - 1), -0.5, R - 0.5, colors="white", linewidth=0.6)
     ax.hlines(np.arange(0.5, R - 1), -0.5, T - 0.5, colors="white", linewidth=0.6)
-    ax.tick_params(length=2, labelsize=9)
+    if metric == "depth":  # under each position's depth row (none where the depth is "never")
+        for t, d in enumerate(res.depth):
+            shown = [i for i, r in enumerate(rows) if r >= d]
+            if d < len(result.labels) and shown:
+                ax.hlines(shown[0] - 0.5, t - 0.5, t + 0.5, colors="black", linewidth=2.0, gid=DEPTH_GID)
+    ax.tick_params(length=2, labelsize=TICK_PT)
     ax.set_yticks(np.arange(R), labels)
     ax.set_xticks(np.arange(T), bottom, rotation=45, ha="right", rotation_mode="anchor")
     span = f"position {res.start}" if T == 1 else f"positions {res.start}–{res.start + T - 1}"
@@ -327,7 +331,7 @@ def plot_lens(
     next_axis = ax.secondary_xaxis("top")
     next_axis.set_gid("next_tokens")
     next_axis.set_xticks(np.arange(T), top, rotation=45, ha="left", rotation_mode="anchor")
-    next_axis.tick_params(length=2, labelsize=9)
+    next_axis.tick_params(length=2, labelsize=TICK_PT)
     next_axis.set_xlabel("next token (* = the model's top guess)", parse_math=False)
     # Token text is never mathtext ("$5" would start a formula): switch parsing off on every label.
     # (label2 too: it is hidden, but a user may switch it on with tick_params.)
@@ -338,11 +342,72 @@ def plot_lens(
 
     bar = fig.colorbar(image, ax=ax, extend=extend, fraction=bar_fraction, pad=0.02, aspect=bar_aspect)
     bar.set_label(colorbar_label, parse_math=False)
-    if isinstance(norm, LogNorm):  # plain 1, 10, 100 rather than 10^0, 10^1, 10^2
+    if metric == "depth":
+        bar.set_ticks([0, 1, 2], labels=list(DEPTH_LABELS))
+    elif isinstance(norm, LogNorm):  # plain 1, 10, 100 rather than 10^0, 10^1, 10^2
         decades = [10**i for i in range(int(np.log10(norm.vmax)) + 1)]
         bar.set_ticks(decades, labels=[str(d) for d in decades])
     bar.ax.tick_params(labelsize=8)
-    if title is None:
-        title = f"Logit lens: {_VIEWS[metric].what}\ndecoder: {_decoder_words(res.decoder)}"
-    ax.set_title(title, fontsize=11, parse_math=False)
+    first_line = f"Logit lens: {_VIEWS[metric].what}" if title is None else title
+    ax.set_title(f"{first_line}\ndecoder: {res.decoder.title}", fontsize=11, parse_math=False)
+    return fig
+
+
+# ----------------------------------------------------------------------------
+# A corpus: per-row curves
+
+
+CURVES = {  # metric -> (axis label, unit)
+    "kl": ("KL(final ‖ row)", "bits"), "ce": ("cross-entropy (next token)", "bits"),
+    "entropy": ("entropy", "bits"), "ce_input": ("-log p(input token)", "bits"),
+    "top1_agreement": ("top-1 = final top-1", "fraction"), "top1_accuracy": ("top-1 = next token", "fraction"),
+    "top1_input": ("top-1 = input token", "fraction"),
+}  # fmt: skip
+
+
+def plot_curves(
+    result: CorpusResult,
+    metrics: Sequence[str] = ("kl", "ce"),
+    *,
+    per_byte: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """The lens over a corpus as curves: one panel per metric, rows (layers) across, one line per
+    decoder with a band of ±2 standard errors. The model's own cross-entropy and entropy are a
+    dashed line in their panels.
+
+    metrics: any of "kl", "ce", "entropy", "ce_input" (bits per token) and "top1_agreement",
+      "top1_accuracy", "top1_input" (fractions).
+    per_byte: bits per byte (tuned-lens' unit) instead of bits per token; needs the corpus' bytes.
+    """
+    unknown = [m for m in metrics if m not in CURVES]
+    if unknown or not metrics:
+        raise LensError(f"unknown curves {unknown or metrics!r}; choose from {', '.join(CURVES)}")
+    if per_byte and not result.n_bytes:
+        raise LensError("per_byte needs the corpus' byte count: evaluate with tokenizer=")
+    scale = result.n_tokens / result.n_bytes if per_byte else 1.0
+    R = len(result.labels)
+    fig = Figure(figsize=(max(4.0, 0.28 * R + 2.0) * len(metrics), 3.8), layout="constrained")
+    x = np.arange(R)
+    for j, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), j + 1)
+        ax.set_gid(f"curves_{metric}")
+        what, unit = CURVES[metric]
+        factor = scale if unit == "bits" else 1.0
+        for name, values in result.metrics.items():
+            y = values[metric] * factor
+            (line,) = ax.plot(x, y, marker="o", markersize=3, label=name, gid=f"{metric}_{name}")
+            se = values.get(f"{metric}_se")
+            if se is not None:
+                ax.fill_between(x, y - 2 * se * factor, y + 2 * se * factor, color=line.get_color(), alpha=0.2, linewidth=0)
+        if metric in ("ce", "entropy"):
+            ax.axhline(result.baseline[metric] * factor, color="grey", linestyle="--", linewidth=1, label="the model")
+        ax.set_xticks(x, result.labels, rotation=90, fontsize=7)
+        ax.set_xlabel("row", parse_math=False)
+        ylabel = f"{what}, {unit} per {'byte' if per_byte else 'token'}" if unit == "bits" else f"{what} ({unit})"
+        ax.set_ylabel(ylabel, parse_math=False)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    words = title or f"The lens over {result.n_tokens} tokens ({result.n_windows} windows of {result.window})"
+    fig.suptitle(words, fontsize=11)
     return fig

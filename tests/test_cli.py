@@ -60,8 +60,9 @@ def read_png(path: Path) -> np.ndarray:
 
 def assert_json_equals_api(data: dict, api: minigpt.LensResult) -> None:
     """The CLI's JSON against the Python API's result: ints and strings exactly, floats with NaN <-> null."""
-    for key in ("labels", "decoder", "start", "tokens", "next_tokens"):
+    for key in ("labels", "start", "tokens", "next_tokens"):
         assert data[key] == getattr(api, key), key
+    assert data["decoder"] == api.decoder.to_dict()
     for key in ("token_ids", "next_ids", "final_ids", "top_ids", "rank_final", "rank_next", "rank_input"):
         np.testing.assert_array_equal(np.array(data[key]), getattr(api, key), err_msg=key)
     for key in ("top_logits", "top_probs", "kl_final", "kl_final_rev", "kl_input", "entropy", "cross_entropy", "prob_next"):
@@ -155,7 +156,7 @@ def test_lens_range_decoder_and_sub_blocks_reach_the_api(capsys, tmp_path, vocab
     assert_json_equals_api(json.loads(js.read_text(encoding="utf-8")), expected)
 
 
-@pytest.mark.parametrize("metric", ["logits", "input_kl"])  # "ranks" and "kl" render in the tests below
+@pytest.mark.parametrize("metric", ["logits", "input_kl", "depth"])  # "ranks" and "kl" render in the tests below
 def test_metrics_render(capsys, tmp_path, vocab_checkpoint, metric) -> None:
     png = tmp_path / f"{metric}.png"
     code, _, err = run(capsys, "lens", TEXT, "-m", vocab_checkpoint, "--metric", metric, "-o", png, "--range", "0:6")
@@ -241,6 +242,94 @@ def test_usage_errors_exit_2(capsys, tmp_path, vocab_checkpoint) -> None:
     assert not png.exists()
 
 
+def test_options_are_checked_before_the_weights_load(capsys, tmp_path, vocab_checkpoint, monkeypatch) -> None:
+    """Options that need the model's shape are checked against config.json alone: exit 2, the option's own
+    name, and the weights never read."""
+    import minigpt.cli
+
+    def no_loading(*args: object) -> None:
+        raise AssertionError("the weights were loaded before the options were checked")
+
+    monkeypatch.setattr(minigpt.cli, "load", no_loading)
+    png = tmp_path / "x.png"
+    cases = [
+        (["lens", "hi", "-m", vocab_checkpoint, "--kl-max", "0", "-o", png], "--kl-max: expected a positive number"),
+        (["lens", "hi", "-m", vocab_checkpoint, "--kl-max", "nan", "-o", png], "--kl-max"),
+        (["lens", "hi", "-m", vocab_checkpoint, "--last-blocks", "99", "-o", png], "--last-blocks 99: the model has 3 blocks"),
+        (["lens", "hi", "-m", vocab_checkpoint, "--top-k", "100000", "-o", png], "--top-k 100000 is more than the vocabulary"),
+        (["lens", "hi", "-m", vocab_checkpoint, "--layers", "0,7", "-o", png], "no row h.7"),
+        (["generate", "hi", "-m", vocab_checkpoint, "-n", "-3"], "-n/--max-new-tokens: expected an integer >= 0"),
+        (["generate", "hi", "-m", vocab_checkpoint, "--temperature", "-1"], "--temperature: expected a number >= 0"),
+        (["generate", "hi", "-m", vocab_checkpoint, "--top-k", "100000"], "--top-k 100000"),
+        (["generate", "hi", "-m", vocab_checkpoint, "-n", "2000"], "-n 2000: the model's context is 1024"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        code, _, err = run(capsys, *argv)
+        line = one_error_line(err)
+        assert code == 2 and expected in line and "--help" in line, (argv, err)
+    assert not png.exists()
+
+
+def test_json_to_stdout(capsys, vocab_checkpoint, api) -> None:
+    code, out, err = run(capsys, "lens", TEXT, "-m", vocab_checkpoint, "--json", "-", "--range", "2:5")
+    assert code == 0, err
+    model, tok = api
+    assert_json_equals_api(json.loads(out), minigpt.logit_lens(model, TEXT, tokenizer=tok, positions=slice(2, 5)))
+    assert not Path("-").exists()
+
+
+def test_negative_range_with_a_space(capsys, tmp_path, vocab_checkpoint) -> None:
+    """`--range -3:` (a space, as people type it) means what `--range=-3:` means."""
+    spaced, joined = tmp_path / "a.json", tmp_path / "b.json"
+    for path, argv in ((spaced, ["--range", "-3:"]), (joined, ["--range=-3:"])):
+        code, _, err = run(capsys, "lens", TEXT, "-m", vocab_checkpoint, "--json", path, *argv)
+        assert code == 0, err
+    a, b = json.loads(spaced.read_text()), json.loads(joined.read_text())
+    assert a == b and len(a["tokens"]) == 3 and a["start"] == len(a["token_ids"]) + a["start"] - 3
+    assert parse_range("-3:") == slice(-3, None)
+
+
+def test_text_file_drops_one_trailing_newline(capsys, tmp_path, vocab_checkpoint, api) -> None:
+    model, tok = api
+    for content, expected in (("The dog ran\n", "The dog ran"), ("The dog ran\r\n", "The dog ran"),
+                              ("The dog ran\n\n", "The dog ran\n"), ("The dog ran", "The dog ran")):  # fmt: skip
+        source, js = tmp_path / "t.txt", tmp_path / "t.json"
+        source.write_bytes(content.encode())
+        code, _, err = run(capsys, "lens", "--text-file", source, "-m", vocab_checkpoint, "--json", js)
+        assert code == 0, err
+        assert json.loads(js.read_text())["token_ids"] == tok.encode_ordinary(expected), repr(content)
+
+
+def test_title_keeps_the_decoder_line(capsys, tmp_path, vocab_checkpoint, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    titles: list[str] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: titles.append(self.axes[0].get_title()))
+    code, _, err = run(capsys, "lens", "The dog", "-m", vocab_checkpoint, "--title", "My run", "-o", tmp_path / "x.png",
+                       "--decoder", "norm_only")  # fmt: skip
+    assert code == 0, err
+    assert titles[0].splitlines()[0] == "My run" and "normalisation only" in titles[0].splitlines()[1]
+
+
+def test_version_and_debug_after_the_command(capsys, tmp_path) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"minigpt {minigpt.__version__}"
+    with pytest.raises(minigpt.ModelNameError):  # --debug shows the traceback, wherever it is written
+        main(["lens", "hi", "--model", "no-such-model", "-o", str(tmp_path / "x.png"), "--debug"])
+    code, _, err = run(capsys, "lens", "hi", "--model", "no-such-model", "-o", tmp_path / "x.png")
+    assert code == 1 and "Traceback" not in err
+
+
+def test_generate_truncates_a_long_prompt(capsys, vocab_checkpoint, api) -> None:
+    model, tok = api
+    prompt = " the" * 1030
+    code, out, err = run(capsys, "generate", prompt, "-m", vocab_checkpoint, "-n", "4", "--temperature", "0", "--truncate")
+    assert code == 0, err
+    assert "keeps the last 1020" in err
+    ids = torch.tensor(tok.encode_ordinary(prompt)[-1020:])
+    assert out == tok.decode(minigpt.generate(model, ids, 4, temperature=0)[1020:].tolist()) + "\n"
+
+
 def test_runtime_errors_exit_1(capsys, tmp_path, vocab_checkpoint) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -254,7 +343,7 @@ def test_runtime_errors_exit_1(capsys, tmp_path, vocab_checkpoint) -> None:
          "cannot read --text-file"),
         (["lens", "hi", "-m", vocab_checkpoint, "--range", "5:9", "-o", tmp_path / "x.png"], "selects no position"),
         (["generate", "", "-m", vocab_checkpoint], "the prompt is empty"),
-        (["generate", "hi", "-m", vocab_checkpoint, "-n", "2000"], "exceeds the context"),
+        (["generate", " the" * 1030, "-m", vocab_checkpoint, "-n", "2"], "pass --truncate"),
         (["download", vocab_checkpoint, "--dir", blocker / "sub"], "cannot write the checkpoint"),
     ]  # fmt: skip
     for argv, expected in cases:

@@ -62,3 +62,14 @@ def test_notebook_runs(vocab_checkpoint: Path, tmp_path: Path, monkeypatch: pyte
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("max |difference|" in o.get("text", "") for o in outputs)
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # both figures rendered
+
+
+def test_the_notebook_instruction_installs_what_it_needs() -> None:
+    """examples/README.md's notebook command installs the `notebook` extra, and that extra brings a Jupyter front end."""
+    import tomllib
+
+    pyproject = tomllib.loads((EXAMPLES.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = pyproject["project"]["optional-dependencies"]["notebook"]
+    assert any(req.startswith("jupyterlab") for req in extra) and any(req.startswith("ipykernel") for req in extra)
+    line = next(l for l in (EXAMPLES / "README.md").read_text(encoding="utf-8").splitlines() if "walkthrough.ipynb" in l and "jupyter lab" in l)
+    assert '".[notebook]"' in line and line.index("[notebook]") < line.index("jupyter lab")

@@ -113,6 +113,25 @@ def test_one_dimensional_prompt(tiny: GPT) -> None:
     assert torch.equal(out, greedy_without_cache(tiny, ids[None], 5)[0])
 
 
+def test_a_list_or_a_text_prompt_gives_ids(vocab_model: GPT, tokenizer_dir: Path) -> None:
+    tok = minigpt.load_tokenizer(tokenizer_dir)
+    ids = tok.encode_ordinary("The dog ran")
+    expected = minigpt.generate(vocab_model, torch.tensor(ids), 4, temperature=0)
+    assert torch.equal(minigpt.generate(vocab_model, ids, 4, temperature=0), expected)
+    assert torch.equal(minigpt.generate(vocab_model, tuple(ids), 4, temperature=0), expected)
+    assert torch.equal(minigpt.generate(vocab_model, "The dog ran", 4, temperature=0, tokenizer=tok), expected)
+    assert expected.shape == (len(ids) + 4,) and expected.dtype == torch.long
+
+
+@pytest.mark.parametrize(
+    "prompt, hint",
+    [("The dog", "needs a tokenizer"), ([1, "2"], "list of ints"), ([1.5], "list of ints"), (3, "got int"), ([], "empty")],
+)
+def test_bad_prompt_types(tiny: GPT, prompt: object, hint: str) -> None:
+    with pytest.raises(InputError, match=hint):
+        minigpt.generate(tiny, prompt, 1)  # type: ignore[arg-type]
+
+
 def test_fills_the_context_exactly(tiny: GPT) -> None:
     ids = prompt(tiny, 1, 15)
     assert minigpt.generate(tiny, ids, 1, temperature=0).shape == (1, 16)

@@ -386,9 +386,11 @@ def decoded_rows(model: GPT, ids: torch.Tensor, decoder: str, last_blocks: int =
             return layer_norm(resid, None, None, eps) @ W.T
         assert decoder == "last_blocks"
         rows = []
-        for h in resid:  # each row through the last k blocks, over the whole sequence, then ln_f
+        L = len(model.h)
+        for i, h in enumerate(resid):  # resid[i] has been through blocks 0 .. i-1
             x = h[None]
-            for block in model.h[len(model.h) - last_blocks :]:
+            # the last k blocks over the whole sequence, but never a block the row has been through
+            for block in model.h[max(L - last_blocks, i) :]:
                 x = x + block.attn(block.ln_1(x))
                 x = x + block.mlp(block.ln_2(x))
             rows.append(layer_norm(x[0], g, b, eps) @ W.T)
@@ -401,16 +403,22 @@ DECODER_CASES = [("ln_f", 1), ("ln_f_no_bias", 1), ("norm_only", 1), ("last_bloc
 @pytest.mark.parametrize(("decoder", "last_blocks"), DECODER_CASES)
 def test_decoder_follows_its_definition(model, ids, decoder, last_blocks):
     z = decoded_rows(model, ids, decoder, last_blocks)
-    result = logit_lens(model, ids, decoder=decoder, last_blocks=last_blocks, keep_logits=True, chunk_size=5)
-    assert result.decoder == (decoder if decoder != "last_blocks" else f"last_blocks:{last_blocks}")
+    k = dict(last_blocks=last_blocks) if decoder == "last_blocks" else {}
+    result = logit_lens(model, ids, decoder=decoder, **k, keep_logits=True, chunk_size=5)
+    assert result.decoder.name == ("logit" if decoder == "ln_f" else decoder)
+    assert result.decoder.params == ({"k": last_blocks} if decoder == "last_blocks" else {})
     np.testing.assert_allclose(result.logits, z.numpy(), atol=1e-5, rtol=0)
     # Whatever the decoder, the two references are decoded with the full ln_f.
     z_ref = decoded_rows(model, ids, "ln_f")
     assert_matches(result, reference_stats(z, z_ref[-1], z_ref[0], ids, k=5))
-    if decoder != "ln_f":
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0]
+    if decoder in ("ln_f", "last_blocks"):
+        # The top row is the model's output: last_blocks runs no block above the last one.
+        np.testing.assert_array_equal(result.logits[-1], logits.numpy())
+        assert (result.kl_final[-1] == 0).all() and (result.rank_final[-1] == 1).all()
+    else:
         # ... so the last row is not the model's output, and kl_final does not vanish there.
-        with torch.no_grad():
-            logits = model(ids[None]).logits[0]
         assert np.abs(result.logits[-1] - logits.numpy()).max() > 1e-2
         assert result.kl_final[-1].max() > 1e-3
 
@@ -504,7 +512,8 @@ def test_save_and_load_round_trip(model, ids, tmp_path, keep_logits):
     result = result[3:10]  # a slice, so that start is not 0
     result.save(tmp_path / "lens.npz")
     loaded = LensResult.load(tmp_path / "lens.npz")
-    assert loaded.start == 3 and loaded.decoder == "last_blocks:2"
+    assert loaded.start == 3 and loaded.decoder.name == "last_blocks" and loaded.decoder.params == {"k": 2}
+    assert loaded.decoder.title == "the last 2 blocks, then ln_f"
     assert_results_equal(result, loaded)
 
 
@@ -534,7 +543,10 @@ def test_to_json(model, ids, tmp_path):
     assert (tmp_path / "lens.json").read_text(encoding="utf-8") == text
     data = json.loads(text)  # strict JSON: no NaN literals
     assert "NaN" not in text and "Infinity" not in text
-    assert data["labels"] == result.labels and data["decoder"] == "ln_f" and data["start"] == 0
+    assert data["labels"] == result.labels and data["start"] == 0
+    assert data["decoder"] == {"name": "logit", "params": {}, "title": "ln_f (the model's own decoder)"}
+    assert data["blocks"] == [-1, 0, 1] and data["sites"] == ["embed", "resid_post", "resid_post"]
+    assert data["depth"] == result.depth.tolist() and data["first_hit"] == result.first_hit.tolist()
     assert data["tokens"] == result.tokens and data["next_tokens"][-1] is None
     for name, value in result.arrays().items():
         got = data[name]
@@ -557,8 +569,13 @@ def test_slicing_positions(model, ids):
     assert_results_equal(a, b)
     assert len(a) == 3 and a.start == 2
     for name, value in full.arrays().items():
-        expected = value[2:5] if value.ndim == 1 else value[:, 2:5]
+        if name in ("blocks", "sites"):  # per row: not cut
+            expected = value
+        else:
+            expected = value[2:5] if name in ("token_ids", "next_ids", "final_ids") else value[:, 2:5]
         np.testing.assert_array_equal(getattr(a, name), expected, err_msg=name)
+    np.testing.assert_array_equal(a.depth, full.depth[2:5])
+    np.testing.assert_array_equal(a.first_hit, full.first_hit[2:5])
     # Slicing a slice: start counts from the whole sequence.
     inner = full[1:9][2:4]
     assert inner.start == 3
@@ -581,6 +598,18 @@ def test_positions_argument_equals_the_full_result_sliced(model, ids, lo, hi):
     # The last position of a slice that stops early still has its true next token.
     if hi is not None and 0 < hi < len(ids):
         assert part.next_ids[-1] == ids[hi] and not np.isnan(part.cross_entropy[:, -1]).any()
+
+
+@pytest.mark.parametrize(("given", "clamped"), [((5, 100), (5, 12)), ((-30, 3), (0, 3)), ((10, 20), (10, 12)), ((None, 99), (0, 12))])
+def test_positions_clamp_like_a_python_slice(model, ids, given, clamped):
+    """Out-of-range ends clamp as in `list[a:b]`, in the lens and in the result alike."""
+    full = logit_lens(model, ids)
+    part = logit_lens(model, ids, positions=slice(*given))
+    assert (part.start, part.start + len(part)) == clamped
+    assert list(range(12))[slice(*given)] == list(range(*clamped))  # what Python does
+    assert_same_result(part, full[clamped[0] : clamped[1]], atol=1e-6)
+    assert_same_result(full[given[0] : given[1]], full[clamped[0] : clamped[1]])
+    assert_same_result(full.positions(slice(*given)), full.positions(*given))
 
 
 def test_token_strings(vocab_checkpoint):
@@ -707,14 +736,19 @@ BAD_ARGUMENTS = [
     (dict(tokens=[[1, 2], [3, 4]]), InputError, r"one sequence"),
     (dict(k=38), LensError, r"k must be between 1 and the vocabulary size 37, got 38"),
     (dict(k=0), LensError, r"k must be between 1 and the vocabulary size 37, got 0"),
-    (dict(positions=slice(20, 30)), LensError, r"out of range for 12 positions; use a non-empty slice of 0:12"),
-    (dict(positions=slice(5, 100)), LensError, r"out of range for 12 positions"),
-    (dict(positions=slice(3, 3)), LensError, r"out of range"),
-    (dict(positions=slice(5, 2)), LensError, r"out of range"),
+    (dict(positions=slice(20, 30)), LensError, r"positions 20:30 select nothing out of 12 positions; use a non-empty slice of 0:12"),
+    (dict(positions=slice(-30, -20)), LensError, r"select nothing out of 12 positions"),
+    (dict(positions=slice(3, 3)), LensError, r"select nothing"),
+    (dict(positions=slice(5, 2)), LensError, r"select nothing"),
+    (dict(positions=slice(1.5, 3)), LensError, r"slice of integers"),
     (dict(positions=slice(0, 12, 2)), LensError, r"contiguous slice"),
     (dict(positions=3), LensError, r"contiguous slice such as slice\(10, 20\)"),
     (dict(positions=slice(0, 12, 2)), LensError, r"positions"),
     (dict(decoder="lnf"), LensError, r"unknown decoder 'lnf'; choose one of"),
+    (dict(decoder="tuned"), LensError, r"the 'tuned' decoder has weights: .*pass the object as decoder="),
+    (dict(decoder="norm_only", last_blocks=2), LensError, r"last_blocks= goes with decoder='last_blocks'"),
+    (dict(decoder=object()), LensError, r"a decoder is a name .* got object"),
+    (dict(matmul="fp16"), LensError, r"unknown matmul 'fp16'; choose one of exact, onednn, bf16"),
     (dict(decoder="last_blocks", last_blocks=0), LensError, r"last_blocks must be between 1 and .* \(2\), got 0"),
     (dict(decoder="last_blocks", last_blocks=3), LensError, r"last_blocks must be between 1 and .* \(2\), got 3"),
     (dict(chunk_size=0), LensError, r"chunk_size must be a positive integer, got 0"),
@@ -732,8 +766,8 @@ def test_bad_arguments(model, ids, kwargs, error, message):
 
 def test_unknown_decoder_lists_the_valid_ones(model, ids):
     with pytest.raises(LensError) as info:
-        logit_lens(model, ids, decoder="tuned")
-    for name in ("ln_f", "ln_f_no_bias", "norm_only", "last_blocks"):
+        logit_lens(model, ids, decoder="tuned_lens")
+    for name in ("logit", "ln_f", "ln_f_no_bias", "norm_only", "last_blocks"):
         assert name in str(info.value), name
 
 
@@ -747,10 +781,12 @@ def test_errors_are_minigpt_errors_and_value_errors(model, ids):
 
 def test_bad_result_indexing(model, ids):
     result = logit_lens(model, ids)
-    with pytest.raises(LensError, match="out of range for 12 positions"):
-        result.positions(5, 100)
-    with pytest.raises(LensError, match="out of range"):
+    with pytest.raises(LensError, match="positions 20:30 select nothing out of 12 positions"):
+        result.positions(20, 30)
+    with pytest.raises(LensError, match="select nothing"):
         result.positions(6, 6)
+    with pytest.raises(LensError, match="select nothing"):
+        result[10:20][5:]
     with pytest.raises(LensError, match=r"result\[10:20\]"):
         result[::2]
     with pytest.raises(LensError, match=r"result\[10:20\]"):

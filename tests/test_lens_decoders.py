@@ -122,7 +122,7 @@ def test_last_blocks_decoder_of_the_embed_row_is_the_whole_model(hf_pair):
     _, logits_hf, _ = hf_decoded_rows(hf, ids)
     result = logit_lens(model, ids, decoder="last_blocks", last_blocks=N_LAYER, keep_logits=True)
     np.testing.assert_allclose(result.logits[0], logits_hf.numpy(), atol=1e-4, rtol=0)
-    assert result.decoder == f"last_blocks:{N_LAYER}"
+    assert result.decoder.name == "last_blocks" and result.decoder.params == {"k": N_LAYER}
 
 
 @pytest.mark.parametrize("decoder", ["ln_f_no_bias", "norm_only"])
@@ -145,8 +145,7 @@ def test_other_decoders_on_hf_hidden_states(hf_pair, decoder):
 
 
 def test_minigpt_package_exports_the_lens():
-    assert set(minigpt.DECODERS) == {"ln_f", "ln_f_no_bias", "norm_only", "last_blocks"}
-    assert minigpt.logit_lens is logit_lens
+    assert set(minigpt.DECODERS) == {"logit", "ln_f_no_bias", "norm_only", "last_blocks"}
 
 
 def test_onednn_matmul_agrees_with_the_default_path():
@@ -156,12 +155,16 @@ def test_onednn_matmul_agrees_with_the_default_path():
     model = minigpt.GPT(config).eval()
     ids = torch.randint(0, config.vocab_size, (20,), generator=torch.Generator().manual_seed(4))
     a = minigpt.logit_lens(model, ids, keep_logits=True)
-    b = minigpt.logit_lens(model, ids, keep_logits=True, onednn=True, chunk_size=7)
+    b = minigpt.logit_lens(model, ids, keep_logits=True, matmul="onednn", chunk_size=7)
     np.testing.assert_allclose(b.logits, a.logits, atol=1e-5, rtol=0)
     for name in ("kl_final", "kl_final_rev", "kl_input", "kl_input_rev", "entropy", "cross_entropy"):
         np.testing.assert_allclose(getattr(b, name), getattr(a, name), atol=1e-5, rtol=0, err_msg=name)
     margin = np.sort(a.logits, axis=-1)[..., -1] - np.sort(a.logits, axis=-1)[..., -2]
     clear = margin > 1e-4  # top-1 can only flip on a near-tie
     np.testing.assert_array_equal(b.top_ids[..., 0][clear], a.top_ids[..., 0][clear])
+    # The deprecated onednn=True is the same knob, with a warning.
+    with pytest.warns(DeprecationWarning, match="onednn= is deprecated.*matmul='onednn'"):
+        c = minigpt.logit_lens(model, ids, keep_logits=True, onednn=True, chunk_size=7)
+    np.testing.assert_array_equal(c.logits, b.logits)
     with pytest.raises(minigpt.LensError, match="float32 model on the CPU"):
-        minigpt.logit_lens(model.to(torch.float64), ids, onednn=True)
+        minigpt.logit_lens(model.to(torch.float64), ids, matmul="onednn")

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 import minigpt
 from minigpt import GPT, GPTConfig, InputError, KVCache
+from minigpt.model import attention, causal_mask
 from minigpt.testing import random_state
 
 from conftest import SHARED, TINY, require
@@ -320,6 +321,60 @@ def test_attention_pattern_matches_fused_forward(tiny: GPT) -> None:
             y = (pattern @ v).transpose(1, 2).reshape(B, T, C)
             readable = y @ attn.c_proj.weight + attn.c_proj.bias
             assert (readable - attn(x)).abs().max() <= 1e-6, l
+
+
+@pytest.mark.parametrize("T, S", [(7, 7), (1, 9), (3, 11)])
+def test_readable_attention_equals_the_fused_kernel(T: int, S: int) -> None:
+    """`attention(q, k, v, mask)`, the maths a reader sees, gives what the fused kernel returns, with
+    and without cached positions (T new queries at the end of S keys)."""
+    g = torch.Generator().manual_seed(T * 100 + S)
+    q, k, v = (torch.randn(2, 3, n, 4, generator=g) for n in (T, S, S))
+    mask = causal_mask(T, S)
+    y, pattern = attention(q, k, v, mask)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert (y - fused).abs().max() <= 1e-6
+    assert pattern.shape == (2, 3, T, S)
+    assert pattern.masked_fill(mask, 0).abs().max() == 0  # query t sees keys 0 .. S - T + t only
+    assert ((pattern.sum(-1) - 1).abs() <= 1e-6).all()
+    assert mask.sum().item() == sum(S - T + t + 1 for t in range(T))
+
+
+def test_model_with_the_readable_attention_equals_the_fused_one(tiny: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swap the fused kernel for `attention` in the whole model: the same logits, with and without a cache."""
+    ids = random_ids(tiny, 2, 12, seed=9)
+    with torch.no_grad():
+        fused, cached = tiny(ids).logits, tiny(ids[:, 5:], _filled_cache(tiny, ids[:, :5])).logits
+
+    def readable(q, k, v, attn_mask=None, is_causal=False):
+        mask = causal_mask(q.shape[2], k.shape[2]) if is_causal else attn_mask
+        return attention(q, k, v, mask)[0]
+
+    monkeypatch.setattr(minigpt.model.F, "scaled_dot_product_attention", readable)
+    with torch.no_grad():
+        assert (tiny(ids).logits - fused).abs().max() <= 1e-5
+        assert (tiny(ids[:, 5:], _filled_cache(tiny, ids[:, :5])).logits - cached).abs().max() <= 1e-5
+
+
+def _filled_cache(model: GPT, prefix: torch.Tensor) -> KVCache:
+    cache = KVCache(model.config.n_layer)
+    model(prefix, cache)
+    return cache
+
+
+def test_cached_tokens_skip_the_range_check_that_syncs(tiny: GPT, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vocabulary-range check reads the ids (a device sync): a prompt gets it, each later token doesn't."""
+    calls: list[bool] = []
+    original = GPT.check_ids
+
+    def spy(self: GPT, idx: torch.Tensor, past: int = 0, *, values: bool = True) -> None:
+        calls.append(values)
+        original(self, idx, past, values=values)
+
+    monkeypatch.setattr(GPT, "check_ids", spy)
+    minigpt.generate(tiny, random_ids(tiny, 1, 4, seed=10)[0], 5, temperature=0)
+    assert calls == [True, True] + [False] * 4  # generate checks the prompt, then the prompt's forward; 4 cached steps
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        tiny(torch.tensor([[tiny.config.vocab_size]]), KVCache(tiny.config.n_layer))  # a prompt: checked
 
 
 def test_attention_pattern_against_hf(reference: Reference) -> None:

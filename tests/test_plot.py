@@ -21,6 +21,7 @@ from matplotlib.text import Text  # noqa: E402
 
 import minigpt  # noqa: E402
 from minigpt import LensError, LensResult  # noqa: E402
+from minigpt.lens import DecoderSpec, LastBlocks  # noqa: E402
 from minigpt.plot import METRICS, Metric, _has_glyph, display_token, plot_lens  # noqa: E402
 
 # ----------------------------------------------------------------------------
@@ -122,7 +123,7 @@ def test_import_minigpt_does_not_import_matplotlib() -> None:
 
 
 def test_metrics_match_the_literal() -> None:
-    assert METRICS == get_args(Metric) == ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl")
+    assert METRICS == get_args(Metric) == ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl", "depth")
 
 
 def test_bad_metric_lists_the_valid_ones() -> None:
@@ -153,6 +154,18 @@ def test_explicit_rows_are_shown_in_depth_order() -> None:
     assert ytick_labels(fig) == ["embed", "h.2", "h.5"]  # no forced last row: the list is what was asked
     assert image(fig).shape == (3, 3)
     assert ytick_labels(plot_lens(result, layers="h.3")) == ["h.3"]
+
+
+def test_numbers_in_a_list_are_block_numbers() -> None:
+    """layers=[0, 5, 6] shows h.0, h.5, h.6 (as --layers 0,5,6 does): blocks, not row indices."""
+    labels = ["embed"] + [x for l in range(7) for x in (f"h.{l}.resid_mid", f"h.{l}")]
+    result = simple_result(R=len(labels), T=3, labels=labels)
+    fig = plot_lens(result, layers=[6, 0, 5])
+    assert ytick_labels(fig) == ["h.0", "h.5", "h.6"]
+    np.testing.assert_allclose(image(fig), result.top_logits[[2, 12, 14], :, 0])
+    assert ytick_labels(plot_lens(result, layers=[0, "embed", "h.3.resid_mid"])) == ["embed", "h.0", "h.3.resid_mid"]
+    with pytest.raises(LensError, match=r"no row 7 in this result"):
+        plot_lens(result, layers=[0, 7])
 
 
 @pytest.mark.parametrize("layers", [0, -2, True, 1.5, [], ["h.99"], [3]])
@@ -254,6 +267,9 @@ def test_colours_are_the_statistic(metric: str) -> None:
         "kl": np.clip(result.kl_final, 0, 7.5),
         "input_ranks": np.clip(result.rank_input, 1, 1000),
         "input_kl": np.clip(result.kl_input, 0, 7.5),
+        # 0 at or above the depth, 1 where the row agrees below it, 2 where it disagrees
+        "depth": np.where(np.arange(4)[:, None] >= result.depth, 0,
+                          np.where(result.top_ids[:, :, 0] == result.final_ids, 1, 2)),  # fmt: skip
     }[metric]
     np.testing.assert_allclose(image(fig), want, rtol=1e-6)
     if metric in ("ranks", "kl", "input_ranks", "input_kl"):  # the random values do exceed the clip
@@ -263,7 +279,7 @@ def test_colours_are_the_statistic(metric: str) -> None:
     title = main_axes(fig).get_title()
     assert "ln_f (the model's own decoder)" in title
     bar_label = fig.axes[-1].get_ylabel()
-    assert bar_label and ("clipped" in bar_label) == (metric not in ("logits", "probs"))
+    assert bar_label and ("clipped" in bar_label) == (metric not in ("logits", "probs", "depth"))
 
 
 def test_text_stays_readable_on_dark_and_light_cells() -> None:
@@ -278,9 +294,10 @@ def test_titles_and_decoder_words() -> None:
     result = simple_result()
     assert "KL(input ‖ row)" in main_axes(plot_lens(result, "input_kl")).get_title()
     assert "rank of the model's final top-1" in main_axes(plot_lens(result, "ranks")).get_title()
-    result.decoder = "last_blocks:2"
-    assert "the last 2 block(s), then ln_f" in main_axes(plot_lens(result)).get_title()
-    assert main_axes(plot_lens(result, title="mine")).get_title() == "mine"
+    result.decoder = DecoderSpec.of(LastBlocks(2))
+    assert "the last 2 blocks, then ln_f" in main_axes(plot_lens(result)).get_title()
+    assert main_axes(plot_lens(result, title="mine")).get_title().splitlines() == [
+        "mine", "decoder: the last 2 blocks, then ln_f"]  # a title replaces the first line only
 
 
 @pytest.mark.parametrize("kl_max", [0, -1.0, float("nan"), float("inf"), "10"])
@@ -305,13 +322,83 @@ def test_long_text_shows_the_last_positions() -> None:
 
 def test_positions_pick_a_window() -> None:
     result = simple_result(R=3, T=30)
-    fig = plot_lens(result, "ranks", positions=(2, 6))
+    fig = plot_lens(result, "ranks", positions=slice(2, 6))
     assert bottom_labels(fig) == [display_token(t) for t in result.tokens[2:6]]
     np.testing.assert_allclose(image(fig), np.clip(result.rank_final[:, 2:6], 1, 100))
-    assert bottom_labels(plot_lens(result, positions=(-3, 30))) == [display_token(t) for t in result.tokens[-3:]]
+    assert bottom_labels(plot_lens(result, positions=slice(-3, 30))) == [display_token(t) for t in result.tokens[-3:]]
+    # Clamped like a Python slice, as the lens and the result clamp.
+    assert bottom_labels(plot_lens(result, positions=slice(25, 99))) == [display_token(t) for t in result.tokens[25:]]
 
 
-@pytest.mark.parametrize("positions", [(5, 2), (0, 31), (3, 3), "ab", (1, 2, 3), (0.5, 2), 4])
+def windowed_result(T: int = 30, seed: int = 3) -> LensResult:
+    """A result whose stars and outlines differ from position to position, so that computing them
+    against the wrong positions (the whole result rather than the window shown) changes them."""
+    rng = np.random.default_rng(seed)
+    words = {n: f" w{n}" for n in range(6)}
+    tokens = rng.integers(0, 6, T).tolist()
+    nxt = tokens[1:] + [-1]
+    final = [n if rng.random() < 0.5 else (n + 1) % 6 for n in nxt[:-1]] + [2]
+    top = rng.integers(0, 6, (4, T))
+    top[-1] = final
+    return make_result(top, tokens, nxt, final, words, seed=seed)
+
+
+@pytest.mark.parametrize("window", [dict(positions=slice(7, 13)), dict(max_positions=6), dict(positions=slice(0, 6))])
+def test_stars_and_outlines_follow_the_window(window: dict) -> None:
+    """Stars and outlines are those of the positions shown, whether picked or the last ones of a long result."""
+    result = windowed_result()
+    span = window.get("positions", slice(len(result) - window.get("max_positions", 0), len(result)))
+    lo, hi = span.start, span.stop
+    fig = plot_lens(result, **window)
+    stars = [label.endswith("*") for label in top_labels(fig)]
+    assert stars == [bool(result.final_ids[t] == result.next_ids[t]) for t in range(lo, hi)]
+    assert 0 < sum(stars) < hi - lo  # the window has both, so a shifted window would differ
+    expected = {(r, t - lo) for r in range(4) for t in range(lo, hi) if result.top_ids[r, t, 0] == result.final_ids[t]}
+    got = {(round(b.get_y() + b.get_height() / 2), round(b.get_x() + b.get_width() / 2)) for b in outlines(fig)}
+    assert got == expected
+    shifted = {(r, t - lo) for r in range(4) for t in range(hi - lo) if result.top_ids[r, t, 0] == result.final_ids[t]}
+    assert lo == 0 or shifted != expected  # the fixture really tells the window from the first positions
+
+
+def test_the_embed_row_is_drawn_at_the_bottom() -> None:
+    """Layers go up: the first row (embed) is the lowest on screen, in its colour, label and cell text alike.
+    (An image drawn with origin="upper" would put it on top.)"""
+    result = simple_result(R=4, T=3)
+    result.top_probs[:, :, 0] = np.array([[0.0], [0.3], [0.6], [1.0]])  # embed darkest, the top row lightest
+    fig = plot_lens(result, "probs")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = main_axes(fig)
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(float) / 255
+    height = pixels.shape[0]
+    cmap, norm = ax.get_images()[0].get_cmap(), ax.get_images()[0].norm
+    screen_y = []
+    for r in range(4):
+        screen_y.append(ax.transData.transform((0, r))[1])  # display coordinates: y grows upwards
+        x, y = ax.transData.transform((0, r + 0.3))  # inside the cell, above its text
+        colour = pixels[int(round(height - y)), int(round(x))]
+        np.testing.assert_allclose(colour, cmap(norm(result.top_probs[r, 0, 0]))[:3], atol=0.02, err_msg=f"row {r}")
+    assert screen_y == sorted(screen_y)  # row 0 lowest
+    tick_y = [t.get_window_extent().y0 for t in ax.get_yticklabels()]
+    assert [t.get_text() for t in ax.get_yticklabels()] == result.labels and tick_y == sorted(tick_y)
+
+
+def test_twenty_positions_fit_a_screen(vocab_checkpoint: Path, tmp_path: Path) -> None:
+    """A 20-position figure of real GPT-2 tokens stays near 1600 px wide at the default 150 dpi."""
+    import matplotlib.image
+
+    model = minigpt.GPT.from_pretrained(str(vocab_checkpoint))
+    tok = minigpt.load_tokenizer(vocab_checkpoint)
+    text = "Specifically, we train GPT-3, an autoregressive language model with 175 billion parameters, 10x more"
+    fig = plot_lens(minigpt.logit_lens(model, text, tokenizer=tok, positions=slice(0, 20)), "logits")
+    fig.savefig(tmp_path / "w.png", dpi=150, bbox_inches="tight")
+    width = matplotlib.image.imread(tmp_path / "w.png").shape[1]
+    assert 1200 <= width <= 1800, width
+
+
+@pytest.mark.parametrize("positions", [slice(5, 2), slice(40, 50), slice(3, 3), "ab", (1, 2), slice(0.5, 2), 4, slice(0, 9, 2)])
 def test_bad_positions_raise(positions: object) -> None:
     with pytest.raises(LensError):
         plot_lens(simple_result(R=3, T=30), positions=positions)  # type: ignore[arg-type]
@@ -371,7 +458,8 @@ def test_cjk_and_emoji_draw_without_warnings(tmp_path: Path) -> None:
     assert labels[4] == display_token("😀") and labels[4] in ("😀", "U+1F600")
     assert labels[5] == ("␍" if _has_glyph("␍") else "\\r") + "⏎"
     assert labels[5] != "\r\n"
-    assert cell_texts(fig)[(1, 5)] == "\\xe4\\xb8"  # byte fragments kept as they are
+    cell, spelled = cell_texts(fig)[(1, 5)], "\\xe4\\xb8"  # byte fragments kept as their bytes, maybe cut
+    assert cell == spelled or (cell.endswith("…") and spelled.startswith(cell[:-1]) and len(cell) > 4), cell
 
 
 # ----------------------------------------------------------------------------
@@ -441,7 +529,7 @@ def test_plots_a_real_lens_with_real_tokens(vocab_checkpoint: Path, tmp_path: Pa
 def test_plots_a_lens_without_tokenizer(tiny_checkpoint: Path) -> None:
     model = minigpt.GPT.from_pretrained(tiny_checkpoint)
     result = minigpt.logit_lens(model, [3, 1, 4, 1, 5, 9, 2, 6], decoder="norm_only")
-    fig = plot_lens(result, "logits", positions=(1, 5))
+    fig = plot_lens(result, "logits", positions=slice(1, 5))
     assert bottom_labels(fig) == ["<1>", "<4>", "<1>", "<5>"]
     assert "normalisation only" in main_axes(fig).get_title()
     np.testing.assert_allclose(image(fig), result.top_logits[:, 1:5, 0])
