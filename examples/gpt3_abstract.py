@@ -34,7 +34,8 @@ WINDOW = 10  # tokens per figure, as in the post
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The logit lens on the GPT-3 abstract (the post's main figures).")
-    parser.add_argument("--model", default="gpt2", help="name or path of the checkpoint (the post used gpt2-xl)")
+    parser.add_argument("--model", default="shakespeare",
+                        help="name or path of the checkpoint (default: the shipped shakespeare model, offline; the post used gpt2-xl)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: out/)")
     args = parser.parse_args()
 

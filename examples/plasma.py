@@ -25,7 +25,8 @@ LAST = 8  # the last few tokens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description='The logit lens on a copied rare token ("plasma").')
-    parser.add_argument("--model", default="gpt2", help="name or path of the checkpoint (the post used gpt2-xl)")
+    parser.add_argument("--model", default="shakespeare",
+                        help="name or path of the checkpoint (default: the shipped shakespeare model, offline; the post used gpt2-xl)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: out/)")
     args = parser.parse_args()
 

@@ -26,7 +26,8 @@ COPIES = 4
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The logit lens on a text that repeats itself.")
-    parser.add_argument("--model", default="gpt2", help="name or path of the checkpoint (the post used gpt2-xl)")
+    parser.add_argument("--model", default="shakespeare",
+                        help="name or path of the checkpoint (default: the shipped shakespeare model, offline; the post used gpt2-xl)")
     parser.add_argument("--out", type=Path, default=Path("out"), help="folder for the PNGs (default: out/)")
     args = parser.parse_args()
 

@@ -17,7 +17,9 @@ SCRIPTS = {
     "gpt3_abstract.py": [f"gpt3_abstract_{m}_{i}.png" for m in ("logits", "ranks", "kl") for i in (1, 2)],
     "plasma.py": ["plasma_logits.png", "plasma_ranks.png", "plasma_first_input_ranks.png", "plasma_first_input_kl.png"],
     "repetition.py": [f"repetition_{m}_copy{c}.png" for m in ("ranks", "kl") for c in (2, 4)],
+    "readme_figures.py": [f"lens_{m}.png" for m in ("logits", "ranks", "kl", "input_kl")] + ["readme_figures.json"],
 }
+FIGURES = EXAMPLES / "figures"  # the README's figures, committed: readme_figures.py's output
 
 
 def check_png(path: Path) -> None:
@@ -43,7 +45,8 @@ def test_script_writes_its_figures(script: str, vocab_checkpoint: Path, tmp_path
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(SCRIPTS[script])
     for name in SCRIPTS[script]:
-        check_png(out / name)
+        if name.endswith(".png"):
+            check_png(out / name)
         assert str(out / name) in done.stdout  # the script says what it wrote
 
 
@@ -73,3 +76,27 @@ def test_the_notebook_instruction_installs_what_it_needs() -> None:
     assert any(req.startswith("jupyterlab") for req in extra) and any(req.startswith("ipykernel") for req in extra)
     line = next(l for l in (EXAMPLES / "README.md").read_text(encoding="utf-8").splitlines() if "walkthrough.ipynb" in l and "jupyter lab" in l)
     assert '".[notebook]"' in line and line.index("[notebook]") < line.index("jupyter lab")
+
+
+def test_the_readme_figures_are_the_scripts_output(tmp_path: Path) -> None:
+    """The committed README figures come from readme_figures.py on the shipped model: a fresh run gives the
+    same numbers (PNG bytes depend on the matplotlib and freetype versions, so they are not compared)."""
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "figures"
+    done = subprocess.run([sys.executable, str(EXAMPLES / "readme_figures.py"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in FIGURES.iterdir()) == sorted(SCRIPTS["readme_figures.py"])
+    fresh, committed = (json.loads((d / "readme_figures.json").read_text(encoding="utf-8")) for d in (out, FIGURES))
+    for key in ("labels", "tokens", "token_ids"):
+        assert fresh[key] == committed[key], key
+    clear = np.array(committed["top_gap"]) > 1e-3  # a near-tie may flip on another CPU's float rounding
+    assert (np.array(fresh["top1"])[clear] == np.array(committed["top1"])[clear]).all()
+    for key in ("kl_final", "kl_input"):
+        np.testing.assert_allclose(fresh[key], committed[key], atol=1e-3, rtol=1e-3, err_msg=key)
+    for name in SCRIPTS["readme_figures.py"][:-1]:
+        check_png(FIGURES / name)
+        assert f"examples/figures/{name}" in (EXAMPLES.parent / "README.md").read_text(encoding="utf-8"), name
