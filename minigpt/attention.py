@@ -117,15 +117,14 @@ def attention_patterns(
 
     # The blocks up to the last one wanted, as in GPT.forward, and nothing after it: no logits
     # are needed, and causality means the positions after `hi` change nothing before it.
-    idx = ids[None, :hi]  # (1, hi)
-    x = model.wte(idx) + model.wpe(torch.arange(hi, device=idx.device))  # (1, hi, C)
     inside, before = [], []
-    for l, block in enumerate(model.h[: wanted[-1] + 1]):
+    for l, parts in enumerate(model.walk(model.embed(ids[None, :hi]))):  # (1, hi, C) through each block
         if l in wanted:
-            p = block.attn.pattern(block.ln_1(x))[0, :, lo:hi].float()  # (H, T, hi): the window's queries
+            p = model.h[l].attn.pattern(parts.ln_1)[0, :, lo:hi].float()  # (H, T, hi): the window's queries
             inside.append(p[:, :, lo:hi])  # (H, T, T)
             before.append(p[:, :, :lo].sum(-1))  # (H, T)
-        x = block(x)  # (1, hi, C)
+        if l == wanted[-1]:
+            break
     quantise = lambda w: torch.round(torch.stack(w) * SCALE).to(torch.uint8).cpu().numpy()  # noqa: E731
     return AttentionPatterns(
         blocks=np.array(wanted, dtype=np.int64), start=lo, token_ids=ids[lo:hi].cpu().numpy(),

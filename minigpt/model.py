@@ -2,7 +2,8 @@
 
 This file holds only the forward pass: the configuration, the attention maths, the four
 modules (attention, MLP, block, GPT), and at the end the key-value cache that generation uses.
-Loading lives in `load.py`, sampling in `generate.py`, the logit lens in `lens.py`.
+Loading lives in `load.py`, sampling in `generate.py`, the lenses in `lens/`. Everything that
+reads inside the model walks its blocks through `GPT.walk` and `Block.parts`, never re-typing a block.
 
 Module paths equal the keys of the official checkpoints, so a checkpoint key
 such as `h.3.attn.c_attn.weight` is also the Python path `model.h[3].attn.c_attn.weight`.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +68,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> GPTConfig:
-        """Build a config from a parsed `config.json`, ignoring keys minigpt does not use.
-
-        Real files carry many extra keys (`n_ctx`, `dtype`, dropout rates, ...); a file
-        that lacks `n_positions` but has the older `n_ctx` uses that instead.
-        """
+        """Build a config from a parsed `config.json`, ignoring the keys minigpt does not use (dropout
+        rates, `dtype`, ...); a file without `n_positions` uses the older `n_ctx` instead."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in fields.items() if k in known}
         if "n_positions" not in kwargs and "n_ctx" in fields:
@@ -150,8 +148,10 @@ class CausalSelfAttention(nn.Module):
         heads = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # noqa: E731
         return heads(q), heads(k), heads(v)  # (B, T, C) -> (B, H, T, D)
 
-    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
-        B, T, C = x.shape
+    def heads(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
+        """Each head's output before `c_proj` mixes them, z (B, H, T, D). Head h writes `z[:, h] @ W_O[h]`,
+        W_O[h] = c_proj.weight[h*D:(h+1)*D]; attention's output is the H writes summed, plus c_proj.bias."""
+        T = x.shape[1]
         q, k, v = self.qkv(x)  # 3 x (B, H, T, D)
         if kv is not None:
             k, v = kv.append(k, v)  # (B, H, S, D): the cached positions, then the new ones
@@ -160,11 +160,16 @@ class CausalSelfAttention(nn.Module):
         # holds the (B, H, T, S) pattern. Without a cache (S == T) the mask is the plain causal one,
         # which `is_causal` selects without building it.
         if S == T:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device))  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads side by side
-        return self.c_proj(y)  # (B, T, C)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device))  # (B, H, T, D)
+
+    def project(self, z: Tensor) -> Tensor:
+        """Mix the heads back into the stream: z (B, H, T, D) -> (B, T, C), the sum of the heads' writes + c_proj.bias."""
+        B, H, T, D = z.shape
+        return self.c_proj(z.transpose(1, 2).reshape(B, T, H * D))  # (B, T, H, D) -> (B, T, C): heads side by side
+
+    def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
+        return self.project(self.heads(x, kv))  # (B, T, C) -> (B, H, T, D) -> (B, T, C)
 
     def pattern(self, x: Tensor) -> Tensor:
         """The attention pattern: how much each position reads from each earlier one.
@@ -184,10 +189,12 @@ class MLP(nn.Module):
         self.c_fc = Conv1D(config.n_embd, config.mlp_width)
         self.c_proj = Conv1D(config.mlp_width, config.n_embd)
 
+    def neurons(self, x: Tensor) -> Tensor:
+        """The M neurons' activations: (B, T, C) -> (B, T, M). Neuron n writes `act[..., n] * c_proj.weight[n]`."""
+        return F.gelu(self.c_fc(x), approximate="tanh")  # (B, T, C) -> (B, T, M); 'gelu_new' in config.json
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.c_fc(x)  # (B, T, C) -> (B, T, M)
-        x = F.gelu(x, approximate="tanh")  # (B, T, M); 'gelu_new' in config.json
-        return self.c_proj(x)  # (B, T, M) -> (B, T, C)
+        return self.c_proj(self.neurons(x))  # (B, T, M) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -202,9 +209,36 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: Tensor, kv: LayerKV | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), kv)  # (B, T, C): resid_mid = resid_pre + attn_out
-        x = x + self.mlp(self.ln_2(x))  # (B, T, C): resid_post = resid_mid + mlp_out
-        return x
+        return self.parts(x, kv).out  # (B, T, C)
+
+    def parts(self, x: Tensor, kv: LayerKV | None = None) -> BlockParts:
+        """The block's forward pass with every intermediate kept: what each site reads and writes."""
+        ln_1 = self.ln_1(x)  # (B, T, C)
+        z = self.attn.heads(ln_1, kv)  # (B, H, T, D): each head's output, before c_proj
+        attn = self.attn.project(z)  # (B, T, C): attn_out
+        resid_mid = x + attn  # (B, T, C): resid_mid = resid_pre + attn_out
+        ln_2 = self.ln_2(resid_mid)  # (B, T, C)
+        neurons = self.mlp.neurons(ln_2)  # (B, T, M)
+        mlp = self.mlp.c_proj(neurons)  # (B, T, C): mlp_out
+        return BlockParts(x, ln_1, z, attn, resid_mid, ln_2, neurons, mlp, resid_mid + mlp)
+
+    def finish(self, resid_mid: Tensor) -> Tensor:
+        """The block's second half alone, resid_mid -> resid_post (B, T, C): for a row inside the block."""
+        return resid_mid + self.mlp(self.ln_2(resid_mid))
+
+
+class BlockParts(NamedTuple):
+    """One block's sites, in the order the data meets them (returned by `Block.parts`)."""
+
+    resid_pre: Tensor  # (B, T, C) the block's input
+    ln_1: Tensor  # (B, T, C) what attention reads
+    z: Tensor  # (B, H, T, D) each head's output; head h writes z[:, h] @ c_proj.weight[h*D:(h+1)*D]
+    attn: Tensor  # (B, T, C) attn_out: the heads' writes summed, plus c_proj.bias
+    resid_mid: Tensor  # (B, T, C) resid_pre + attn
+    ln_2: Tensor  # (B, T, C) what the MLP reads
+    neurons: Tensor  # (B, T, M) the MLP's activations after GELU
+    mlp: Tensor  # (B, T, C) mlp_out
+    out: Tensor  # (B, T, C) resid_post = resid_mid + mlp: the next block's input
 
 
 class GPTOutput(NamedTuple):
@@ -276,26 +310,43 @@ class GPT(nn.Module):
             raise InputError(f"token id {hi if hi >= V else lo} is outside the vocabulary [0, {V}); "
                              "was the text encoded with this model's tokenizer?")
 
-    def forward(self, idx: Tensor, cache: KVCache | None = None) -> GPTOutput:
-        """Run the model on token ids (B, T).
+    def embed(self, idx: Tensor, past: int = 0) -> Tensor:
+        """resid[0], token plus position embeddings (B, T) -> (B, T, C), for tokens after `past` cached ones."""
+        pos = torch.arange(past, past + idx.shape[1], device=idx.device)  # (T,): absolute positions
+        return self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
 
-        Without a cache, returns logits and residuals for every position. With a cache,
-        `idx` holds only the new tokens; they are returned for those positions alone,
-        and the cache is extended in place. Ids are range-checked on a call without a cache or
-        with an empty one (a prompt), not on each later token: that check would wait for the device.
+    def walk(self, x: Tensor, *, start: int = 0, cache: KVCache | None = None) -> Iterator[BlockParts]:
+        """Run blocks start .. L-1 on the stream x (B, T, C), yielding each block's parts as it goes.
+
+        Everything that reads inside the model (the lens rows, attention patterns, attribution) walks
+        the blocks through here; `stream` is the walk that keeps only each block's output.
         """
+        kvs = cache.layers if cache is not None else [None] * len(self.h)
+        for block, kv in zip(self.h[start:], kvs[start:]):
+            parts = block.parts(x, kv)
+            yield parts
+            x = parts.out  # (B, T, C)
+
+    def stream(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
+        """The stream (L + 1, B, T, C) for ids (B, T), every row before ln_f. With a cache, idx holds only the
+        new tokens and the cache grows in place; ids are range-checked on a prompt only (it waits for the device)."""
         past = 0 if cache is None else len(cache)
         self.check_ids(idx, past, values=past == 0)
-        T = idx.shape[1]
-        pos = torch.arange(past, past + T, device=idx.device)  # (T,): absolute positions
-        x = self.wte(idx) + self.wpe(pos)  # (B, T, C) + (T, C) -> (B, T, C)
-        resid = [x]  # resid[0]: the stream before any block
-        kvs = cache.layers if cache is not None else [None] * len(self.h)
-        for block, kv in zip(self.h, kvs):
-            x = block(x, kv)  # (B, T, C)
-            resid.append(x)  # resid[l]: after block l, before ln_f
-        logits = self.ln_f(x) @ self.wte.weight.T  # (B, T, C) @ (C, V) -> (B, T, V)
-        return GPTOutput(logits=logits, resid=torch.stack(resid))  # resid: (L + 1, B, T, C)
+        resid = []
+        for parts in self.walk(self.embed(idx, past), cache=cache):
+            resid.append(parts.resid_pre)  # resid[l]: the input of block l (resid[0] = wte + wpe)
+        resid.append(parts.out)  # resid[L]: the output of the last block
+        return torch.stack(resid)  # (L + 1, B, T, C)
+
+    def unembed(self, x: Tensor) -> Tensor:
+        """The tied unembedding: (..., C) @ (C, V) -> (..., V). GPT-2 has no unembedding bias."""
+        return x @ self.wte.weight.T
+
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> GPTOutput:
+        """Token ids (B, T) -> logits and the stream, for every position (with a cache: the new ones)."""
+        resid = self.stream(idx, cache)  # (L + 1, B, T, C)
+        logits = self.unembed(self.ln_f(resid[-1]))  # (B, T, C) @ (C, V) -> (B, T, V)
+        return GPTOutput(logits=logits, resid=resid)
 
 
 # ----------------------------------------------------------------------------

@@ -135,12 +135,12 @@ def assert_matches(result: LensResult, ref: dict, atol: float = 1e-5, ints=INT_F
         np.testing.assert_allclose(got, ref[name], atol=atol, rtol=0, err_msg=name)
 
 
-def assert_same_result(a: LensResult, b: LensResult, atol: float = 0.0) -> None:
+def assert_same_result(a: LensResult, b: LensResult, atol: float = 0.0, rtol: float = 0.0) -> None:
     assert a.labels == b.labels and a.decoder == b.decoder and a.start == b.start
     for name in INT_FIELDS:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     for name in FLOAT_FIELDS:
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, rtol=0, err_msg=name)
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=atol, rtol=rtol, err_msg=name)
 
 
 # ----------------------------------------------------------------------------
@@ -607,7 +607,8 @@ def test_positions_clamp_like_a_python_slice(model, ids, given, clamped):
     part = logit_lens(model, ids, positions=slice(*given))
     assert (part.start, part.start + len(part)) == clamped
     assert list(range(12))[slice(*given)] == list(range(*clamped))  # what Python does
-    assert_same_result(part, full[clamped[0] : clamped[1]], atol=1e-6)
+    # Relative: a shorter span can pick another chunk shape, whose rounding differs by an ulp or two (AVX-512).
+    assert_same_result(part, full[clamped[0] : clamped[1]], atol=1e-6, rtol=1e-5)
     assert_same_result(full[given[0] : given[1]], full[clamped[0] : clamped[1]])
     assert_same_result(full.positions(slice(*given)), full.positions(*given))
 

@@ -187,14 +187,13 @@ class LastBlocks(_Builtin):
         first = model.config.n_layer - self.k  # the first block this decoder runs
         x = h.reshape(-1, *h.shape[-2:])  # (..., T, C) -> (B, T, C)
         if row.site == "resid_mid" and row.block >= first:
-            block = model.h[row.block]
-            x = x + block.mlp(block.ln_2(x))  # (B, T, C): the rest of this block, as Block.forward does it
+            x = model.h[row.block].finish(x)  # (B, T, C): the rest of this block, as Block.parts does it
             first = row.block + 1
         elif row.site == "resid_post":
             first = max(first, row.block + 1)
-        for block in model.h[first:]:
-            x = block(x)  # (B, T, C)
-        return LnF().decode(model, x, row).reshape(h.shape)  # (..., T, C)
+        for parts in model.walk(x, start=first):
+            x = parts.out  # (B, T, C)
+        return model.ln_f(x).reshape(h.shape)  # (..., T, C)
 
 
 BUILTINS: dict[str, type[_Builtin]] = {d.name: d for d in (LnF, LnFNoBias, NormOnly, LastBlocks)}

@@ -1,8 +1,9 @@
 """The residual stream, row by row: what the lens reads.
 
-`residual_parts` keeps what attention and the MLP of each block add; `row_streams` runs the
-blocks once for a batch of sequences and returns the stream at each of the lens's rows, without
-the final unembedding (the lens decodes the top row itself, so no (B, T, V) logits are made).
+Both functions walk the blocks through `GPT.walk` (each block's `Block.parts`), so the model's
+forward pass is written once, in `model.py`. `residual_parts` keeps what attention and the MLP of
+each block add; `row_streams` returns the stream at each of the lens's rows, without the final
+unembedding (the lens decodes the top row itself, so no (B, T, V) logits are made).
 """
 
 from __future__ import annotations
@@ -33,35 +34,23 @@ class ResidualParts(NamedTuple):
 def residual_parts(model: GPT, idx: Tensor) -> ResidualParts:
     """Run `model` on idx (B, T), keeping what attention and the MLP of each block add to the stream."""
     model.check_ids(idx)
-    pos = torch.arange(idx.shape[1], device=idx.device)
-    x = model.wte(idx) + model.wpe(pos)  # (B, T, C)
-    parts: list[list[Tensor]] = [[], [], [], [], []]
-    for block in model.h:  # the two lines of Block.forward, with their terms kept apart
-        attn_out = block.attn(block.ln_1(x))  # (B, T, C)
-        mid = x + attn_out  # (B, T, C)
-        mlp_out = block.mlp(block.ln_2(mid))  # (B, T, C)
-        for store, t in zip(parts, (x, attn_out, mid, mlp_out, mid + mlp_out)):
-            store.append(t)
-        x = mid + mlp_out
-    return ResidualParts(*(torch.stack(p) for p in parts))
+    walked = [(p.resid_pre, p.attn, p.resid_mid, p.mlp, p.out) for p in model.walk(model.embed(idx))]
+    return ResidualParts(*(torch.stack(site) for site in zip(*walked)))  # each (L, B, T, C)
 
 
 @torch.inference_mode()
 def row_streams(model: GPT, idx: Tensor, rows: list[Row]) -> list[Tensor | None]:
     """The stream (B, T, C) at each row for token ids idx (B, T); None for the prior row.
 
-    The embed and block rows are exactly `model(idx).resid[i]` (the same operations, in the same
-    order); `resid_mid` rows come from `residual_parts`, which keeps each block's terms apart.
+    Every row is exactly what `model(idx)` computes there (the same walk through the blocks).
+    Only the blocks up to the highest row asked for are run.
     """
     model.check_ids(idx)
-    if any(row.site == "resid_mid" for row in rows):
-        parts = residual_parts(model, idx)
-        at = {"resid_mid": parts.resid_mid, "resid_post": parts.resid_post}
-        return [None if r.site == "prior" else parts.resid_pre[0] if r.site == "embed" else at[r.site][r.block] for r in rows]
-    pos = torch.arange(idx.shape[1], device=idx.device)
-    x = model.wte(idx) + model.wpe(pos)  # (B, T, C): as GPT.forward, without the final unembedding
-    resid = [x]
-    for block in model.h:
-        x = block(x)  # (B, T, C)
-        resid.append(x)
-    return [None if r.site == "prior" else resid[r.resid_index] for r in rows]
+    x = model.embed(idx)  # (B, T, C)
+    sites: dict[tuple[str, int], Tensor] = {("embed", -1): x}
+    top = max((r.block for r in rows), default=-1)
+    for block, parts in enumerate(model.walk(x)):
+        if block > top:
+            break
+        sites["resid_mid", block], sites["resid_post", block] = parts.resid_mid, parts.out
+    return [None if r.site == "prior" else sites[r.site, r.block] for r in rows]
