@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .errors import CheckpointError, HubError, LensError
-from .model import GPT
+from .model import GPT, GPTConfig
 
 if TYPE_CHECKING:
     import tiktoken
@@ -167,12 +167,8 @@ class TunedLens(nn.Module):
         """What tells this lens apart, JSON-able (not the weights: those are in the lens's files)."""
         return {
             "kind": self.kind, "d_model": self.d_model, "num_hidden_layers": self.num_layers, "bias": self.bias,
-            "base_model_name_or_path": self.base_model_name_or_path, "source": self.source,
+            "base_model_name_or_path": self.base_model_name_or_path,
         }  # fmt: skip
-
-    def spec(self) -> dict[str, Any]:
-        """{"name": ..., **params}: JSON-able, saved with results."""
-        return {"name": self.name, **self.params}
 
     def __repr__(self) -> str:
         source = f", source={self.source!r}" if self.source else ""
@@ -183,9 +179,9 @@ class TunedLens(nn.Module):
 
     # -- decoding
 
-    def check(self, model: GPT) -> None:
-        """Raise LensError unless this lens was made for a model of `model`'s width and depth."""
-        c = model.config
+    def check(self, config: GPTConfig | GPT) -> None:
+        """Raise LensError unless this lens was made for a model of this width and depth (a config or a model)."""
+        c = config.config if isinstance(config, GPT) else config
         if (c.n_embd, c.n_layer) != (self.d_model, self.num_layers):
             base = f", base model {self.base_model_name_or_path}" if self.base_model_name_or_path else ""
             raise LensError(
@@ -234,8 +230,9 @@ class TunedLens(nn.Module):
 
     def logits(self, model: GPT, h: Tensor, row: RowLike | int) -> Tensor:
         """decode, then the tied unembedding: h (..., T, C) -> (..., T, V)."""
-        self.check(model)
-        return self.decode(model, h, row) @ model.wte.weight.T  # (..., T, C) @ (C, V) -> (..., T, V)
+        from .lens.decoders import decoder_logits
+
+        return decoder_logits(model, self, h, row)
 
     # -- files
 

@@ -337,7 +337,7 @@ BAD = [
     (dict(decoders=["lnf"]), LensError, r"unknown decoder 'lnf'; choose one of logit, ln_f_no_bias"),
     (dict(decoders=[]), LensError, r"decoders is empty"),
     (dict(decoders=None), LensError, r"decoders is a list of decoders or names"),
-    (dict(decoders=["logit", "ln_f"]), LensError, r"two decoders are named 'logit'"),
+    (dict(decoders={"": "logit"}), LensError, r"a decoder's label is a non-empty string"),
     (dict(decoders=[LastBlocks(4)]), LensError, r"last_blocks must be between 1 and the number of blocks \(3\), got 4"),
     (dict(corpus="some text"), LensError, r"a text corpus needs a tokenizer"),
     (dict(corpus=["a", "b"]), LensError, r"a text corpus needs a tokenizer"),
@@ -354,6 +354,20 @@ def test_bad_input(model, corpus, kwargs, error, message):
     kwargs = dict(kwargs)
     with pytest.raises(error, match=message):
         evaluate_lens(model, kwargs.pop("corpus", corpus), **kwargs)
+
+
+def test_labels_key_the_numbers(model, corpus):
+    """A dict gives each decoder its label; a name that comes twice in a list is numbered."""
+    both = evaluate_lens(model, corpus, decoders={"mine": "norm_only", "theirs": "logit"}, window=12)
+    assert list(both.metrics) == ["mine", "theirs"] and [d.name for d in both.decoders] == ["norm_only", "logit"]
+    listed = evaluate_lens(model, corpus, decoders=["logit", "norm_only", "ln_f"], window=12)
+    assert list(listed.metrics) == ["logit", "norm_only", "logit_2"]
+    for metric in ("kl", "ce", "top1_agreement", "depth_hist"):
+        np.testing.assert_array_equal(listed.metric(metric, "logit_2"), listed.metric(metric, "logit"))
+        np.testing.assert_array_equal(both.metric(metric, "mine"), listed.metric(metric, "norm_only"))
+    data = both.to_dict()
+    assert list(data["decoders"]) == ["mine", "theirs"] and data["decoders"]["mine"]["name"] == "norm_only"
+    assert list(CorpusResult.from_dict(json.loads(json.dumps(data))).metrics) == ["mine", "theirs"]
 
 
 def test_empty_text_corpus(vocab_model):

@@ -119,7 +119,7 @@ def test_norm_only_is_scale_free_and_no_bias_drops_the_prior(tiny):
 @pytest.mark.parametrize(("obj", "shorthand"), [
     (LnF(), dict(decoder="logit")), (LnF(), dict(decoder="ln_f")), (LnFNoBias(), dict(decoder="ln_f_no_bias")),
     (NormOnly(), dict(decoder="norm_only")), (LastBlocks(1), dict(decoder="last_blocks")),
-    (LastBlocks(2), dict(decoder="last_blocks", last_blocks=2)), (LastBlocks(3), dict(decoder={"name": "last_blocks", "k": 3})),
+    (LastBlocks(2), dict(decoder="last_blocks", last_blocks=2)), (LastBlocks(3), dict(decoder={"name": "last_blocks", "params": {"k": 3}})),
 ])  # fmt: skip
 def test_decoder_object_equals_its_string_bit_for_bit(tiny, obj, shorthand):
     ids = random_ids(14, tiny.config.vocab_size, seed=3)
@@ -181,7 +181,7 @@ def test_lens_result_carries_rows_and_decoder_as_data(tiny):
     assert result.sites.tolist() == [r.site for r in result.rows]
     assert result.decoder.name == "last_blocks" and result.decoder.params == {"k": 2}
     assert result.decoder.build() == LastBlocks(2)
-    assert as_decoder(LastBlocks(2).spec()) == LastBlocks(2)
+    assert as_decoder(DecoderSpec.of(LastBlocks(2)).to_dict()) == LastBlocks(2)
 
 
 def test_short_repr(tiny):
@@ -202,39 +202,32 @@ class Scaled:
     t: float = 2.0
     name: ClassVar[str] = "scaled"
 
-    def check(self, model: GPT) -> None:
+    @property
+    def params(self) -> dict:
+        return {"t": self.t}
+
+    def check(self, config: GPTConfig) -> None:
         pass
 
     def decode(self, model: GPT, h: torch.Tensor, row: Row) -> torch.Tensor:
         return LnF().decode(model, h, row) / self.t
-
-    def logits(self, model: GPT, h: torch.Tensor, row: Row | int) -> torch.Tensor:
-        return self.decode(model, h, row) @ model.wte.weight.T
-
-    def spec(self) -> dict:
-        return {"name": self.name, "t": self.t}
 
 
 class Fitted:
     """A learned decoder with a (d, d) translator, fitted for a model of width d."""
 
     name = "fitted"
+    params: dict = {}
 
     def __init__(self, d: int) -> None:
         self.weight = torch.eye(d)
 
-    def check(self, model: GPT) -> None:
-        if self.weight.shape[0] != model.config.n_embd:
-            raise LensError(f"this decoder was fitted for n_embd = {self.weight.shape[0]}, the model has {model.config.n_embd}")
+    def check(self, config: GPTConfig) -> None:
+        if self.weight.shape[0] != config.n_embd:
+            raise LensError(f"this decoder was fitted for n_embd = {self.weight.shape[0]}, the model has {config.n_embd}")
 
     def decode(self, model, h, row):
         return LnF().decode(model, h @ self.weight, row)
-
-    def logits(self, model, h, row):
-        return self.decode(model, h, row) @ model.wte.weight.T
-
-    def spec(self) -> dict:
-        return {"name": self.name}
 
 
 class Unchecked(Fitted):
@@ -242,7 +235,7 @@ class Unchecked(Fitted):
 
     name = "unchecked"
 
-    def check(self, model: GPT) -> None:
+    def check(self, config: GPTConfig) -> None:
         pass
 
     def decode(self, model, h, row):

@@ -29,6 +29,7 @@ from torch import nn
 
 import minigpt
 from minigpt import GPT, CheckpointError, GPTConfig, HubError, InputError, LensError, TunedLens
+from minigpt.lens import DecoderSpec
 from minigpt.cli import main
 from minigpt.testing import random_state
 from minigpt.tuned import lens_id, space_repo
@@ -221,8 +222,8 @@ def test_translator_i_reads_resid_i(model: GPT, ids: torch.Tensor) -> None:
 def test_decoder_values(model: GPT) -> None:
     lens = TunedLens.from_model(model, "probe")
     assert lens.name == "probe" and TunedLens.from_model(model).name == "tuned"
-    spec = json.loads(json.dumps(lens.spec()))
-    assert spec["name"] == "probe" and spec["d_model"] == 24 and spec["num_hidden_layers"] == 3
+    spec = json.loads(json.dumps(DecoderSpec.of(lens).to_dict()["params"]))
+    assert spec["kind"] == "probe" and spec["d_model"] == 24 and spec["num_hidden_layers"] == 3
     assert repr(lens) == "TunedLens(kind='probe', d_model=24, layers=3, maps=4)"
     with pytest.raises(LensError, match="unknown lens kind 'other'"):
         TunedLens(24, 3, kind="other")  # type: ignore[arg-type]

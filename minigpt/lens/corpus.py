@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tiktoken
@@ -36,7 +36,7 @@ from ..errors import InputError, LensError
 from ..model import GPT
 from . import _stream
 from ._matmul import Matmul, Unembedding, resolve_matmul
-from .decoders import Decoder, DecoderSpec, LnF, as_decoder
+from .decoders import Decoder, DecoderSpec, LnF, labelled
 from .residual import row_streams
 from .result import json_safe, prediction_depth
 from .rows import Row, lens_rows
@@ -49,6 +49,7 @@ MEANS = ("kl", "entropy", "ce", "ce_input", "top1_agreement", "top1_accuracy", "
 WITH_SE = ("kl", "entropy", "ce", "ce_input")
 
 Corpus = str | Tensor | np.ndarray | Sequence[int] | Iterable[str]
+Decoders = Sequence[Decoder | str] | Mapping[str, Decoder | str] | Decoder | str  # a dict gives the labels
 
 
 @torch.inference_mode()
@@ -57,7 +58,7 @@ def evaluate_lens(
     corpus: Corpus,
     *,
     tokenizer: tiktoken.Encoding | None = None,
-    decoders: Sequence[Decoder | str] | Decoder | str = ("logit",),
+    decoders: Decoders = ("logit",),
     window: int | None = None,
     max_tokens: int | None = None,
     batch_size: int | None = None,
@@ -72,7 +73,9 @@ def evaluate_lens(
 
     corpus: one text (with `tokenizer=`), token ids (N,), or an iterable of texts (documents, e.g. the
       lines of a file), joined with <|endoftext|>.
-    decoders: built-in names or decoder objects, each with its own `name` (the key of its numbers).
+    decoders: built-in names or decoder objects; each one's numbers are keyed by its name, or by the
+      label you give it in a dict ({"gpt2-lens": lens_a, "mine": lens_b}). A name that comes twice in
+      a list is numbered ("tuned", "tuned_2").
     window: tokens per window (default and maximum: the model's context).
     max_tokens: evaluate only the first max_tokens tokens of the corpus.
     batch_size: windows per forward pass (default: about 2048 positions' worth).
@@ -83,7 +86,8 @@ def evaluate_lens(
     >>> result.to_dict()["metrics"]["logit"]["kl"]   # bits per token, one value per row
     """
     # -- check
-    decs = _decoders(model, decoders)
+    pairs = _decoders(model, decoders)
+    decs = [d for _, d in pairs]
     mode = resolve_matmul(matmul, None, model)
     n_ctx = model.config.n_positions
     window = n_ctx if window is None else window
@@ -124,7 +128,7 @@ def evaluate_lens(
     return CorpusResult(
         labels=[r.label for r in rows], blocks=np.array([r.block for r in rows], dtype=np.int64),
         sites=np.array([r.site for r in rows]), decoders=[DecoderSpec.of(d) for d in decs],
-        metrics={d.name: sums.metrics(i) for i, d in enumerate(decs)}, baseline=sums.baseline(),
+        metrics={label: sums.metrics(i) for i, (label, _) in enumerate(pairs)}, baseline=sums.baseline(),
         n_tokens=sums.n, n_bytes=n_bytes if byte_lengths is not None else None, window=window,
         n_windows=n_windows, matmul=mode,
     )  # fmt: skip
@@ -149,21 +153,12 @@ def _evaluate_batch(model: GPT, idx: Tensor, rows: list[Row], decs: list[Decoder
     _stream.run(sources, row_source, targets, unembedding, sums, n_refs=1, k=1, ranks=False, chunk_size=chunk)
 
 
-def _decoders(model: GPT, decoders: Sequence[Decoder | str] | Decoder | str) -> list[Decoder]:
-    if isinstance(decoders, (str, dict)) or isinstance(decoders, Decoder):
-        decoders = [decoders]  # type: ignore[list-item]
-    if not isinstance(decoders, Iterable):
-        raise LensError(f"decoders is a list of decoders or names, e.g. ['logit', 'norm_only'], got {decoders!r}")
-    decs = [as_decoder(d) for d in decoders]
-    if not decs:
-        raise LensError("decoders is empty: give at least one, e.g. decoders=['logit']")
-    names = [d.name for d in decs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise LensError(f"two decoders are named {', '.join(map(repr, twice))}: each needs its own name, the key of its numbers")
-    for d in decs:
-        d.check(model)
-    return decs
+def _decoders(model: GPT, decoders: Decoders) -> list[tuple[str, Decoder]]:
+    """(label, decoder) pairs, each checked against the model."""
+    pairs = labelled(decoders)
+    for _, d in pairs:
+        d.check(model.config)
+    return pairs
 
 
 # ----------------------------------------------------------------------------
@@ -371,8 +366,8 @@ class CorpusResult:
     labels: list[str]  # (R,) row labels, bottom to top: embed, [h.l.resid_mid], h.l
     blocks: np.ndarray  # (R,) int64 block of each row (-1 for embed)
     sites: np.ndarray  # (R,) str site of each row: embed | resid_mid | resid_post
-    decoders: list[DecoderSpec]  # the decoders, as data
-    metrics: dict[str, dict[str, np.ndarray]]  # decoder name -> metric -> (R,) values; depth_hist (R + 1,) counts
+    decoders: list[DecoderSpec]  # the decoders, as data, in the order of `metrics`
+    metrics: dict[str, dict[str, np.ndarray]]  # decoder label -> metric -> (R,) values; depth_hist (R + 1,) counts
     baseline: dict[str, float]  # the model's own entropy and ce, bits per token
     n_tokens: int  # positions evaluated
     n_bytes: int | None  # sum of the UTF-8 lengths of the evaluated tokens; None without a tokenizer
@@ -385,7 +380,7 @@ class CorpusResult:
         return [Row(label, str(site), int(block)) for label, site, block in zip(self.labels, self.sites, self.blocks)]
 
     def metric(self, name: str, decoder: str = "logit") -> np.ndarray:
-        """One metric's (R,) values for one decoder (e.g. `result.metric("kl", "norm_only")`)."""
+        """One metric's (R,) values for one decoder, by its label (e.g. `result.metric("kl", "norm_only")`)."""
         if decoder not in self.metrics:
             raise LensError(f"no decoder {decoder!r} in this result; it has {', '.join(self.metrics)}")
         if name not in self.metrics[decoder]:
@@ -401,7 +396,7 @@ class CorpusResult:
     def __repr__(self) -> str:
         labels = self.labels
         rows = ", ".join(labels) if len(labels) <= 3 else f"{labels[0]} … {labels[-1]}"
-        names = [d.name for d in self.decoders]
+        names = list(self.metrics)
         return (f"CorpusResult({len(labels)} rows [{rows}], decoders {names}, {self.n_tokens} tokens "
                 f"in {self.n_windows} windows of {self.window})")  # fmt: skip
 
@@ -412,7 +407,7 @@ class CorpusResult:
         out: dict[str, Any] = {
             "labels": list(self.labels), "n_tokens": self.n_tokens, "n_bytes": self.n_bytes, "window": self.window,
             "n_windows": self.n_windows, "blocks": self.blocks.tolist(), "sites": self.sites.tolist(),
-            "decoders": {d.name: d.to_dict() for d in self.decoders}, "matmul": self.matmul,
+            "decoders": {label: d.to_dict() for label, d in zip(self.metrics, self.decoders)}, "matmul": self.matmul,
             "metrics": {name: {m: json_safe(v) for m, v in ms.items()} for name, ms in self.metrics.items()},
             "baseline": {k: _json_number(v) for k, v in self.baseline.items()},
         }  # fmt: skip

@@ -1,9 +1,12 @@
 """Decoders: how a row of the residual stream becomes what the tied unembedding reads.
 
-A decoder is a value with a `name`. `decode(model, h, row)` maps the stream at a row, (..., T, C),
-to the vectors (..., T, C) that the unembedding turns into logits (`vectors @ model.wte.weight.T`);
-`logits(...)` does both. The lens, its statistics and the corpus evaluation share the unembedding
-and never special-case a decoder: a new decoder is one small class.
+A decoder is a value with four things: a `name`, its `params` (JSON-able), `check(config)` and
+`decode(model, h, row)`, which maps the stream at a row, (..., T, C), to the vectors (..., T, C)
+that the unembedding turns into logits. The unembedding itself is applied in one shared place
+(the lens's streaming kernel, or `decoder_logits` here), never by a decoder. `check` takes a
+`GPTConfig`, so a caller (the CLI) can check a decoder against a checkpoint before loading its
+weights. A decoder has one JSON shape, `DecoderSpec.of(decoder).to_dict()`:
+{"name": ..., "params": {...}, "title": ...}.
 
 The built-in four are parameter-free specs, applied to whatever model they are given:
 
@@ -14,7 +17,7 @@ The built-in four are parameter-free specs, applied to whatever model they are g
 | "norm_only"      | `NormOnly()`     | normalisation only, no γ, no β                                |
 | "last_blocks"    | `LastBlocks(k)`  | the last k blocks, then ln_f (the 2021 variant)               |
 
-Learned decoders ("tuned", "probe": `minigpt.TunedLens`) carry weights and check in `check(model)`
+Learned decoders ("tuned", "probe": `minigpt.TunedLens`) carry weights and check in `check(config)`
 that they were fitted for this model's width and depth.
 
 >>> LnF().logits(model, model(ids).resid[3], 3)      # resid[3] decoded: (B, T, V)
@@ -24,18 +27,18 @@ that they were fitted for this model's width and depth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Iterable, Mapping, Protocol, runtime_checkable
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import LensError
-from ..model import GPT
+from ..model import GPT, GPTConfig
 from .rows import Row
 
 __all__ = [
     "Decoder", "LnF", "LnFNoBias", "NormOnly", "LastBlocks", "DecoderSpec",
-    "as_decoder", "unembed", "DECODERS", "ALIASES",
+    "as_decoder", "labelled", "decoder_logits", "unembed", "DECODERS", "ALIASES",
 ]  # fmt: skip
 
 
@@ -43,29 +46,31 @@ __all__ = [
 class Decoder(Protocol):
     """What the lens needs of a decoder (the built-in ones below, or a learned one such as `minigpt.TunedLens`)."""
 
-    name: str  # the key of this decoder's numbers in `evaluate_lens(...).to_dict()["metrics"]`
+    name: str  # what it is; also the default label of its numbers in `evaluate_lens(...).to_dict()["metrics"]`
 
-    def check(self, model: GPT) -> None:
-        """Raise LensError if this decoder cannot decode `model` (e.g. it was fitted for another width)."""
+    @property
+    def params(self) -> dict[str, Any]:
+        """What tells two decoders of one name apart, JSON-able (not weights: those live in files)."""
+        ...
+
+    def check(self, config: GPTConfig) -> None:
+        """Raise LensError if this decoder cannot decode a model of this shape (e.g. it was fitted for another width)."""
         ...
 
     def decode(self, model: GPT, h: Tensor, row: Row) -> Tensor:
         """h (..., T, C): the stream at `row`, positions 0..T-1 of each sequence -> (..., T, C), what
-        the tied unembedding reads: logits = decode(model, h, row) @ model.wte.weight.T."""
+        the tied unembedding reads: logits = model.unembed(decode(model, h, row))."""
         ...
 
-    def logits(self, model: GPT, h: Tensor, row: Row | int) -> Tensor:
-        """decode, then unembed: (..., T, C) -> (..., T, V). An int row is an index into `model(ids).resid`."""
-        ...
 
-    def spec(self) -> dict[str, Any]:
-        """{"name": ..., **params}: JSON-able, saved with results."""
-        ...
+def config_of(model_or_config: GPT | GPTConfig) -> GPTConfig:
+    """A decoder's `check` takes a config; a model is accepted too (the 0.2 protocol passed one)."""
+    return model_or_config.config if isinstance(model_or_config, GPT) else model_or_config
 
 
 def unembed(model: GPT, vectors: Tensor) -> Tensor:
-    """The tied unembedding: (..., C) @ (C, V) -> (..., V)."""
-    return vectors @ model.wte.weight.T
+    """The tied unembedding: (..., C) @ (C, V) -> (..., V) (`model.unembed`)."""
+    return model.unembed(vectors)
 
 
 def as_row(model: GPT, row: Row | int) -> Row:
@@ -81,25 +86,34 @@ def check_width(model: GPT, h: Tensor, who: str) -> None:
         raise LensError(f"{who}: the vectors must end in this model's width n_embd = {C}, got {got}")
 
 
+def decoder_logits(model: GPT, decoder: Decoder, h: Tensor, row: Row | int) -> Tensor:
+    """Check, decode, then the tied unembedding: h (..., T, C) at `row` -> logits (..., T, V).
+
+    An int row is an index into `model(ids).resid`. This is what every decoder's `.logits` calls.
+    """
+    decoder.check(model.config)
+    check_width(model, h, f"the {decoder.name} decoder")
+    return model.unembed(decoder.decode(model, h, as_row(model, row)))
+
+
 # ----------------------------------------------------------------------------
 # The built-in decoders
 
 
 class _Builtin:
-    """What the built-in decoders share: nothing to check by default, decode-then-unembed, a spec."""
+    """What the built-in decoders share: nothing to check by default, no parameters, `.logits`."""
 
     name: ClassVar[str]
 
-    def check(self, model: GPT) -> None:
+    def check(self, config: GPTConfig) -> None:
         pass
 
     def decode(self, model: GPT, h: Tensor, row: Row) -> Tensor:
         raise NotImplementedError
 
     def logits(self, model: GPT, h: Tensor, row: Row | int) -> Tensor:
-        self.check(model)
-        check_width(model, h, f"the {self.name} decoder")
-        return unembed(model, self.decode(model, h, as_row(model, row)))
+        """decode, then unembed: (..., T, C) -> (..., T, V). An int row is an index into `model(ids).resid`."""
+        return decoder_logits(model, self, h, row)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -108,9 +122,6 @@ class _Builtin:
     @property
     def title(self) -> str:
         raise NotImplementedError
-
-    def spec(self) -> dict[str, Any]:
-        return {"name": self.name, **self.params}
 
 
 @dataclass(frozen=True)
@@ -121,8 +132,7 @@ class LnF(_Builtin):
     title: ClassVar[str] = "ln_f (the model's own decoder)"
 
     def decode(self, model: GPT, h: Tensor, row: Row) -> Tensor:
-        ln = model.ln_f
-        return F.layer_norm(h, ln.normalized_shape, ln.weight, ln.bias, ln.eps)  # (..., C): as model.ln_f(h)
+        return model.ln_f(h)  # (..., C)
 
 
 @dataclass(frozen=True)
@@ -173,8 +183,8 @@ class LastBlocks(_Builtin):
     def title(self) -> str:
         return "the last block, then ln_f" if self.k == 1 else f"the last {self.k} blocks, then ln_f"
 
-    def check(self, model: GPT) -> None:
-        L = model.config.n_layer
+    def check(self, config: GPTConfig) -> None:
+        L = config_of(config).n_layer
         if not 1 <= self.k <= L:
             raise LensError(f"last_blocks must be between 1 and the number of blocks ({L}), got {self.k!r}")
 
@@ -204,7 +214,7 @@ LEARNED = ("tuned", "probe")  # names of decoders with weights (minigpt.TunedLen
 
 def as_decoder(decoder: Decoder | str | dict[str, Any], last_blocks: int | None = None) -> Decoder:
     """A decoder object from a decoder, a built-in name ("logit", "ln_f", ...; `last_blocks` is k
-    for "last_blocks"), or a built-in's spec ({"name": "last_blocks", "k": 2})."""
+    for "last_blocks"), or a built-in's JSON shape ({"name": "last_blocks", "params": {"k": 2}})."""
     if isinstance(decoder, str):
         name = ALIASES.get(decoder, decoder)
         if name == "last_blocks":
@@ -222,16 +232,48 @@ def as_decoder(decoder: Decoder | str | dict[str, Any], last_blocks: int | None 
     if last_blocks is not None:
         raise LensError("last_blocks= goes with decoder='last_blocks'; a decoder object carries its own parameters")
     if isinstance(decoder, dict):
-        params = {key: value for key, value in decoder.items() if key != "name"}
-        return DecoderSpec.from_dict({"name": decoder.get("name"), "params": params}).build()
+        return DecoderSpec.from_dict(decoder).build()
     if isinstance(decoder, DecoderSpec):
         return decoder.build()
     if isinstance(decoder, Decoder):
         return decoder
     raise LensError(
-        f"a decoder is a name ({', '.join(DECODERS)}) or an object with name, check, decode, logits and spec; "
+        f"a decoder is a name ({', '.join(DECODERS)}) or an object with name, params, check(config) and decode; "
         f"got {type(decoder).__name__}"
     )
+
+
+def labelled(decoders: Mapping[str, Any] | Iterable[Any] | Decoder | str) -> list[tuple[str, Decoder]]:
+    """(label, decoder) pairs: the label keys a decoder's numbers in a result.
+
+    A mapping gives its own labels ({"gpt2-lens": a, "mine": b}); in a list each decoder is labelled
+    by its name, and a name that comes again gets a number ("tuned", "tuned_2"), so two tuned lenses
+    can be compared in one call.
+    """
+    if isinstance(decoders, (str, DecoderSpec)) or isinstance(decoders, Decoder):
+        decoders = [decoders]
+    if isinstance(decoders, Mapping):
+        pairs = []
+        for label, d in decoders.items():
+            if not isinstance(label, str) or not label:
+                raise LensError(f"a decoder's label is a non-empty string, got {label!r}")
+            pairs.append((label, as_decoder(d)))
+    elif isinstance(decoders, Iterable):
+        pairs = [("", as_decoder(d)) for d in decoders]
+    else:
+        raise LensError(f"decoders is a list of decoders or names, e.g. ['logit', 'norm_only'], or a dict of them by label; got {decoders!r}")
+    if not pairs:
+        raise LensError("decoders is empty: give at least one, e.g. decoders=['logit']")
+    seen: dict[str, int] = {}
+    out = []
+    for label, d in pairs:
+        label = label or d.name
+        seen[label] = seen.get(label, 0) + 1
+        out.append((label if seen[label] == 1 else f"{label}_{seen[label]}", d))
+    labels = [label for label, _ in out]
+    if len(set(labels)) < len(labels):
+        raise LensError(f"two decoders are labelled alike in {labels}; give each its own label in a dict")
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -250,9 +292,7 @@ class DecoderSpec:
 
     @classmethod
     def of(cls, decoder: Decoder) -> DecoderSpec:
-        spec = dict(decoder.spec())
-        name = spec.pop("name", decoder.name)
-        return cls(name=name, params=spec, title=getattr(decoder, "title", None) or name)
+        return cls(name=decoder.name, params=dict(decoder.params), title=getattr(decoder, "title", None) or decoder.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": dict(self.params), "title": self.title}
@@ -260,8 +300,12 @@ class DecoderSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DecoderSpec:
         name, params = data.get("name"), data.get("params") or {}
-        if not isinstance(name, str) or not isinstance(params, dict):
-            raise LensError(f"a decoder spec needs a name and a dict of params, got {data!r}")
+        extra = sorted(set(data) - {"name", "params", "title"})
+        if not isinstance(name, str) or not isinstance(params, dict) or extra:
+            raise LensError(
+                f"a decoder's JSON shape is {{'name': ..., 'params': {{...}}}}, e.g. {{'name': 'last_blocks', "
+                f"'params': {{'k': 2}}}}; got {data!r}"
+            )
         name = ALIASES.get(name, name)
         title = data.get("title")
         if not title and name in BUILTINS:

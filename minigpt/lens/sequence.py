@@ -69,7 +69,7 @@ def logit_lens(
     """
     # -- check
     dec = as_decoder(decoder, last_blocks)
-    dec.check(model)
+    dec.check(model.config)
     mode = resolve_matmul(matmul, onednn, model)
     L, V = model.config.n_layer, model.config.vocab_size
     if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= V):
