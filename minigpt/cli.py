@@ -858,7 +858,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if distributed.is_main():
         note(f"tune: {len(ids):,} tokens: training on {len(train):,}, holding out {len(held_out):,}"
              + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
-    lens = fit(
+    lens, report = fit(
         model, train, kind=args.kind, steps=args.steps, tokens_per_step=args.tokens_per_step, seed=args.seed,
         window=args.window, lr=args.lr, batch_size=args.batch_size, out=out, resume=out if args.resume else None,
         save_every=args.save_every, base_model_name_or_path=args.model,
@@ -868,7 +868,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not len(held_out):
         note("tune: --val-fraction 0 holds nothing out, so there is no held-out table")
     else:
-        result = evaluate(lens, model, held_out, window=lens.fit_config["window"], batch_size=args.batch_size)
+        result = evaluate(lens, model, held_out, window=report.settings["window"], batch_size=args.batch_size)
         if distributed.is_main():
             (out / "eval.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
             print(result.table())
