@@ -504,16 +504,25 @@ def browser():
     driver.quit()
 
 
-READY_JS = "return document.querySelector('.mg-report').dataset.ready"  # set when the page is built
+# Set when the page is built. Null-safe: a frame may still hold about:blank when the first poll runs.
+READY_JS = "const r = document.querySelector('.mg-report'); return r !== null && r.dataset.ready === 'true'"
+# Browser waits poll for a condition, never sleep: a loaded machine only makes them slower. The limit
+# is generous because CI runners share their cores (a 20 s wait once timed out under load, issue 14).
+WAIT_S = 120
+
+
+def wait_until(driver, condition, what: str):
+    """Poll `condition(driver)` until it is truthy (its value is returned); fail after WAIT_S, naming `what`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
 
 
 def open_page(driver, path: Path) -> list[dict]:
     """Load a report from disk; return the console messages of the load."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(path.as_uri())
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(READY_JS))
+    wait_until(driver, lambda d: d.execute_script(READY_JS), f"{path.name} to be built")
     return driver.get_log("browser")
 
 
@@ -845,8 +854,6 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
 
 
 def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     a, b = synthetic_result(2, 3, seed=1), synthetic_result(3, 4, seed=2)
     path = tmp_path / "two.html"
     path.write_text(f"<!DOCTYPE html><html><body>{notebook_html(a)}{notebook_html(b)}</body></html>", encoding="utf-8")
@@ -855,7 +862,7 @@ def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
     counts = []
     for frame in frames:
         browser.switch_to.frame(frame)
-        WebDriverWait(browser, 20).until(lambda d: d.execute_script(READY_JS))
+        wait_until(browser, lambda d: d.execute_script(READY_JS), "a report in its frame to be built")
         counts.append(browser.execute_script("return document.querySelectorAll('td.mg-cell').length"))
         browser.switch_to.default_content()
     assert counts == [2 * 3, 3 * 4]
