@@ -341,6 +341,10 @@
     showAttention(t);
   }
   const hideTip = () => { tip.hidden = true; };
+  // Whether the focused cell's tooltip comes back when the pointer leaves the grid. Yes after the
+  // keyboard moved focus (its user reads the tooltip of the focused cell); no once a pin or Escape
+  // closed it, so that a clicked cell's tooltip does not reopen on top of the pin chart.
+  let tipOnFocus = false;
 
   // ------------------------------------------------------------------
   // Pinning: one token at one position, and its rank or probability in every shown row
@@ -528,15 +532,22 @@
       case "End": t = ts[ts.length - 1]; break;
       case "PageUp": r = rs[rs.length - 1]; break;
       case "PageDown": r = rs[0]; break;
-      case "Enter": case " ": pin(td, topId(td.mgR, td.mgT, 0)); event.preventDefault(); return;
-      case "Escape": unpin(); hideTip(); event.preventDefault(); return;
+      case "Enter": case " ": pin(td, topId(td.mgR, td.mgT, 0)); closeTip(); event.preventDefault(); return;
+      case "Escape": unpin(); closeTip(); event.preventDefault(); return;
       default: return;
     }
     event.preventDefault();
     setActive(cells[r][t], true);
   });
+  function closeTip() {
+    tipOnFocus = false;
+    hideTip();
+  }
   table.addEventListener("focusin", (event) => {
-    if (event.target.classList.contains("mg-cell")) { setActive(event.target, false); showTip(event.target); }
+    if (!event.target.classList.contains("mg-cell")) return;
+    setActive(event.target, false);
+    tipOnFocus = true;
+    showTip(event.target);
   });
   table.addEventListener("focusout", hideTip);
   table.addEventListener("mouseover", (event) => {
@@ -544,7 +555,8 @@
     if (td) showTip(td);
   });
   table.addEventListener("mouseleave", () => {
-    if (root.contains(document.activeElement) && document.activeElement.classList.contains("mg-cell")) showTip(document.activeElement);
+    const focused = document.activeElement;
+    if (tipOnFocus && root.contains(focused) && focused.classList.contains("mg-cell")) showTip(focused);
     else hideTip();
   });
   table.addEventListener("click", (event) => {
@@ -552,6 +564,7 @@
     if (!td) return;
     setActive(td, true);
     pin(td, topId(td.mgR, td.mgT, 0));
+    closeTip(); // the chart is what the click asked for: the tooltip must not cover it
   });
 
   applyView(current);

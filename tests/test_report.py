@@ -708,6 +708,47 @@ def test_pinning_a_token_draws_its_trajectory(browser, page, lens) -> None:
     assert close([float(b.get_attribute("data-prob")) for b in bars()], result.prob_final[::-1, t])
 
 
+def rect(driver, element) -> dict:
+    return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 " return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}", element)
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_pinning_closes_the_tooltip_over_the_chart(browser, page, lens) -> None:
+    """Issue 18, item 8: a click pins the cell and keeps its focus; its tooltip must not stay open on the chart."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    result, _, _ = lens
+    tip = browser.find_element("css selector", ".mg-tip")
+    last = result.start + len(result) - 1  # the column beside the chart, where a tooltip would cover it
+    target = cell(browser, result.labels[-2], last)
+    hover(browser, target)
+    assert tip.is_displayed()  # hovering shows it...
+    target.click()
+    chart = browser.find_element("css selector", ".mg-chart")
+    assert chart.is_displayed() and browser.execute_script("return document.activeElement") == target
+    assert not tip.is_displayed()  # ...the pin closes it
+    ActionChains(browser).move_to_element(chart).perform()  # to the chart: the pointer leaves the grid
+    assert not tip.is_displayed(), "the focused cell's tooltip reopened over the pin chart"
+    hover(browser, cell(browser, result.labels[-1], last))  # hovering another cell still shows its tooltip
+    assert tip.is_displayed()
+    ActionChains(browser).move_to_element(chart).perform()
+    assert not tip.is_displayed()
+
+    target.send_keys(Keys.ARROW_LEFT)  # from the keyboard: a move shows the tooltip, Enter pins and closes it
+    assert tip.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    panel = browser.find_element("css selector", ".mg-pin")
+    assert panel.is_displayed() and panel.get_attribute("data-pos") == str(last - 1)
+    assert not tip.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)  # unpin: the tests share the page
+    assert not panel.is_displayed()
+
+
 def test_keyboard_moves_focus_and_pins(browser, page, lens) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
