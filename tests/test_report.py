@@ -46,9 +46,11 @@ HOSTILE = [
 # Results made by hand, and reading a page's data back
 
 
-def synthetic_result(R: int, T: int, k: int = 10, *, seed: int = 0, labels: list[str] | None = None) -> LensResult:
+def synthetic_result(
+    R: int, T: int, k: int = 10, *, seed: int = 0, labels: list[str] | None = None, chars: tuple[int, int] = (1, 8)
+) -> LensResult:
     """A LensResult with random statistics over GPT-2's vocabulary size, and random token texts of
-    1 to 8 characters. Its top ids are all different, so its JSON is as large as it can be."""
+    `chars` characters (1 to 8). Its top ids are all different, so its JSON is as large as it can be."""
     rng = np.random.default_rng(seed)
     V = 50257
     labels = labels or ["embed", *(f"h.{l}" for l in range(R - 1))]
@@ -60,7 +62,7 @@ def synthetic_result(R: int, T: int, k: int = 10, *, seed: int = 0, labels: list
     next_ids = np.append(token_ids[1:], -1)
     final_ids = top_ids[-1, :, 0].copy()
     used = np.unique(np.concatenate([top_ids.ravel(), token_ids]))
-    ends = np.cumsum(rng.integers(1, 9, len(used)))
+    ends = np.cumsum(rng.integers(chars[0], chars[1] + 1, len(used)))
     letters = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz ,."), ends[-1]))
     id_text = {int(i): letters[e - n : e] for i, e, n in zip(used, ends, np.diff(ends, prepend=0))}
     nan_last = lambda a: np.where(np.arange(T) == T - 1, np.nan, a).astype(np.float32)  # noqa: E731
@@ -907,3 +909,26 @@ def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
         counts.append(browser.execute_script("return document.querySelectorAll('td.mg-cell').length"))
         browser.switch_to.default_content()
     assert counts == [2 * 3, 3 * 4]
+
+
+def test_the_pin_panel_leaves_a_25_position_grid_unscrolled(browser, tmp_path: Path) -> None:
+    """Issue 18, item 9: at 1400 px, pinning a cell of a 25-position grid that fits the page must not
+    push the grid into a horizontal scroll."""
+    result = synthetic_result(13, 25, chars=(6, 6))  # gpt2's 13 rows; 6-character tokens: about 1230 px wide
+    path = tmp_path / "wide.html"
+    path.write_text(lens_html(result), encoding="utf-8")
+    open_page(browser, path)
+    assert browser.execute_script("return window.innerWidth") == 1400
+    scroll = browser.find_element("css selector", ".mg-scroll")
+    widths = lambda: browser.execute_script(  # noqa: E731
+        "const s = document.querySelector('.mg-scroll'), m = document.querySelector('.mg-main');"
+        " return {scroll: s.scrollWidth, client: s.clientWidth, main: m.clientWidth}")
+    before = widths()
+    assert before["scroll"] <= before["client"]  # the grid fits the page...
+    assert before["scroll"] + 330 > before["main"]  # ...but not beside a 330 px panel: the case of the issue
+    cell(browser, "h.5", 12).click()
+    panel = browser.find_element("css selector", ".mg-pin")
+    assert panel.is_displayed()
+    after = widths()
+    assert after["scroll"] <= after["client"], after  # no horizontal scroll
+    assert not overlap(rect(browser, panel), rect(browser, scroll))  # and the panel covers none of it
