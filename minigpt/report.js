@@ -371,6 +371,25 @@
     b.addEventListener("click", onClick);
     return b;
   }
+  // The chart's two axes, both logarithmic, since ranks and probabilities span decades: a linear
+  // probability axis leaves every bar empty at p = 1e-4. The bar's length is the value's place on
+  // the axis, whose ticks are drawn under the bars.
+  const AXES = {
+    rank: { fill: (rank) => 1 - Math.log10(rank) / 3, ticks: [[1000, "1000"], [100, "100"], [10, "10"], [1, "1"]] },
+    prob: { fill: (p) => 1 + Math.log10(p) / 6, ticks: [[1e-6, "10⁻⁶"], [1e-4, "10⁻⁴"], [1e-2, "10⁻²"], [1, "1"]] },
+  };
+  const fillOf = (mode, v) => Math.min(Math.max(AXES[mode].fill(v), 0), 1); // nothing below the axis, full above it
+  function chartAxis(mode) {
+    const line = el("div", "mg-axis"), track = el("div", "mg-track");
+    for (const [v, text] of AXES[mode].ticks) {
+      const tick = el("span", null, text);
+      tick.dataset.value = v;
+      tick.style.left = (100 * fillOf(mode, v)).toFixed(1) + "%";
+      track.appendChild(tick);
+    }
+    line.append(el("span", "mg-label", ""), track, el("span", "mg-num", mode === "rank" ? "rank (log)" : "p (log)"));
+    return line;
+  }
   function renderPin() {
     const { r, t, id } = pinned;
     pinPanel.textContent = "";
@@ -417,10 +436,10 @@
         line.classList.add("mg-unknown");
         text = chartMode === "rank" ? "rank > " + K : "p < " + prob(s.below);
       } else if (chartMode === "rank") {
-        width = Math.max(0, 1 - Math.log10(s.rank) / 3); // rank 1 fills the bar, rank 1000 and beyond none
+        width = fillOf("rank", s.rank);
         text = "rank " + s.rank;
       } else {
-        width = s.prob === null ? 0 : s.prob;
+        width = s.prob === null || s.prob <= 0 ? 0 : fillOf("prob", s.prob);
         text = prob(s.prob);
       }
       fill.style.width = (100 * width).toFixed(1) + "%";
@@ -428,10 +447,13 @@
       line.append(el("span", "mg-label", D.rows[rr].label), track, el("span", "mg-num", text));
       chart.appendChild(line);
     }
+    chart.appendChild(chartAxis(chartMode));
     pinPanel.appendChild(chart);
     pinPanel.appendChild(el("p", "mg-dim", chartMode === "rank"
-      ? "Rank in each row (log scale; 1 fills the bar). Known exactly in the top " + K + " and for the final, next and input tokens."
-      : "Probability in each row. Below the top " + K + ", only a bound is known (except for the final, next and input tokens)."));
+      ? "Rank in each row (log scale: rank 1 fills the bar, 1000 and beyond leave it empty). Known exactly in the top " + K +
+        " and for the final, next and input tokens."
+      : "Probability in each row (log scale: 1 fills the bar, 10⁻⁶ and below leave it empty). Below the top " + K +
+        ", only a bound is known (except for the final, next and input tokens)."));
     pinPanel.hidden = false;
   }
 

@@ -710,6 +710,47 @@ def test_pinning_a_token_draws_its_trajectory(browser, page, lens) -> None:
     assert close([float(b.get_attribute("data-prob")) for b in bars()], result.prob_final[::-1, t])
 
 
+def test_the_pin_chart_has_log_axes(browser, page, lens) -> None:
+    """Issue 18, item 13: probabilities near 1e-4 must show, so both of the chart's axes are logarithmic,
+    with ticks a decade or more apart, and every bar ends where the axis puts its value."""
+    from selenium.webdriver.common.keys import Keys
+
+    result, _, _ = lens
+    t = 5
+    final = int(result.final_ids[t])  # known in every row: its probability is exact everywhere
+    target = cell(browser, "h.0", result.start + t)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", target)
+    target.click()
+    panel = browser.find_element("css selector", ".mg-pin")
+    panel.find_element("css selector", f'.mg-others button[data-id="{final}"]').click()
+    read_chart = """const chart = document.querySelector('.mg-chart'), x = (e) => e.getBoundingClientRect();
+        return {mode: chart.dataset.mode, note: chart.nextElementSibling.textContent,
+                caption: chart.querySelector('.mg-axis .mg-num').textContent,
+                ticks: Array.from(chart.querySelectorAll('.mg-axis .mg-track span')).map(s =>
+                    [Number(s.dataset.value), (x(s).left + x(s).right) / 2]),
+                bars: Array.from(chart.querySelectorAll('.mg-bar-row')).map(b =>
+                    [b.dataset.rank, b.dataset.prob, x(b.querySelector('.mg-track')).left, x(b.querySelector('.mg-fill')).right])}"""
+    try:
+        for mode, field in (("rank", 0), ("prob", 1)):
+            browser.find_element("css selector", f'.mg-pin button[data-mode="{mode}"]').click()
+            chart = browser.execute_script(read_chart)
+            assert chart["mode"] == mode and "log scale" in chart["note"] and "log" in chart["caption"]
+            values, xs = np.log10([v for v, _ in chart["ticks"]]), np.array([x for _, x in chart["ticks"]])
+            assert np.all(np.abs(np.diff(values)) >= 1) and len(set(np.sign(np.diff(values)))) == 1  # decades, in order
+            steps = np.diff(xs) / np.diff(values)  # pixels per decade: the same between every two ticks
+            assert np.all(np.diff(xs) > 0) and np.all(np.abs(steps - steps[0]) <= 1), chart["ticks"]
+            order = np.argsort(values)
+            for bar in chart["bars"]:
+                v = np.log10(float(bar[field]))
+                where = np.interp(v, values[order], xs[order])  # the axis' x for this value (its ends beyond them)
+                assert abs(bar[3] - where) <= 1, (mode, bar, where, chart["ticks"])
+        small = [float(b[1]) for b in chart["bars"] if 1e-6 < float(b[1]) < 1e-3]
+        assert small, "no probability between 1e-6 and 1e-3 here: the test would not see a linear axis"
+        assert all(b[3] - b[2] >= 5 for b in chart["bars"] if float(b[1]) >= 1e-4)  # p = 1e-4 is a bar you see
+    finally:
+        browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+
+
 def rect(driver, element) -> dict:
     return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
                                  " return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}", element)
