@@ -51,13 +51,13 @@ BAD_COLOR = "#dddddd"  # a cell without a value (the last position has no next t
 
 class _View(NamedTuple):
     label: str  # in the colour control
-    legend: str  # under the colour bar; {kl_max} is filled in
+    legend: str  # beside the colour bar; {kl_max}, {lo} and {hi} (the scale's ends) and {how} are filled in
     cmap: str  # the PNG view's colour map: light means close to the reference, or confident
     log: bool  # a log scale (the ranks)
 
 
 VIEWS: dict[str, _View] = {
-    "logits": _View("top-1 logit", "top-1 logit (5th to 95th percentile of all cells)", "Blues_r", False),
+    "logits": _View("top-1 logit", "top-1 logit, {lo:.4g} to {hi:.4g}, clipped: {how}", "Blues_r", False),
     "probs": _View("top-1 probability", "top-1 probability", "Blues_r", False),
     "ranks": _View("rank of the final top-1", "rank of the model's final top-1 token (clipped at 100)", "Blues", True),
     "kl": _View("KL(final ‖ row)", "KL(final ‖ row), nats (clipped at {kl_max:g})", "Blues", False),
@@ -141,19 +141,25 @@ def colour_table() -> tuple[str, ...]:
     return tuple("#" + "".join(f"{round(v * 255):02x}" for v in c) for c in rgb)
 
 
-def _views(data: _Data, kl_max: float) -> dict[str, dict[str, Any]]:
-    """Each view's values (R, T) and colour scale, keyed by name, as the page reads them."""
+def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dict[str, dict[str, Any]]:
+    """Each view's values (R, T) and colour scale, keyed by name, as the page reads them.
+    scale: the top-1 logit's (lo, hi), or None for this report's 5th to 95th percentile."""
     R, T = len(data.labels), len(data.token_ids)
     stats = dict(data.stats)
     stats["depth"] = np.broadcast_to(data.depth[None, :], (R, T))  # every cell shows its column's depth
     out = {}
     for name, values in stats.items():
         view = VIEWS[name]
-        if name == "logits":
+        how = ""
+        if name == "logits" and scale is not None:
+            (lo, hi), how = scale, "a fixed scale (lens_html's scale=)"
+        elif name == "logits":
             # No natural scale; the embed row is often far off: the 5th to 95th percentile, as the PNG does.
+            # That makes the colours of two reports differ for the same logit, so the legend says so.
             finite = values[np.isfinite(values)].astype(np.float64)
             lo, hi = np.percentile(finite, [5, 95]) if finite.size else (0.0, 1.0)
             lo, hi = (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
+            how = "this report's 5th to 95th percentile (to compare reports, give each the same scale=(lo, hi))"
         elif name == "probs":
             lo, hi = 0.0, 1.0
         elif name in RANK_MAX:
@@ -163,7 +169,8 @@ def _views(data: _Data, kl_max: float) -> dict[str, dict[str, Any]]:
         else:  # the KLs and the entropy, in nats
             lo, hi = 0.0, kl_max
         out[name] = {
-            "label": view.label, "legend": view.legend.format(kl_max=kl_max), "reversed": view.cmap.endswith("_r"),
+            "label": view.label, "legend": view.legend.format(kl_max=kl_max, lo=lo, hi=hi, how=how),
+            "reversed": view.cmap.endswith("_r"),
             "log": view.log, "lo": float(lo), "hi": float(hi), "values": _numbers(values),
         }  # fmt: skip
     return out
@@ -282,6 +289,7 @@ def lens_html(
     metric: str = "logits",
     max_positions: int = MAX_POSITIONS,
     kl_max: float = 10.0,
+    scale: tuple[float, float] | None = None,
     title: str | None = None,
 ) -> str:
     """The lens as one self-contained HTML page (a str; write it to a `.html` file and open it anywhere).
@@ -292,6 +300,9 @@ def lens_html(
     metric: the view shown first (any of `VIEWS`; "depth" when the result has `depth`); the page
       switches among all of them, with the PNG views' colour maps and scales (kl_max: the top of
       the KL and entropy scales, in nats).
+    scale: (lo, hi), the top-1 logit view's colour scale. By default it is this report's 5th to 95th
+      percentile, so the same colour means different logits in two reports; give reports you
+      compare the same scale. The legend shows the range either way.
     attention: `minigpt.attention_patterns(model, ids, ...)` on the same tokens, to show which
       earlier tokens each position reads, per block and head.
     """
@@ -299,12 +310,13 @@ def lens_html(
         raise LensError(f"max_positions must be a positive integer, got {max_positions!r}")
     if isinstance(kl_max, bool) or not (isinstance(kl_max, numbers.Real) and 0 < kl_max < math.inf):
         raise LensError(f"kl_max must be a positive number of nats, got {kl_max!r}")
+    scale = _check_scale(scale)
     if attention is not None and not isinstance(attention, AttentionPatterns):
         raise LensError(f"attention must come from minigpt.attention_patterns(model, ids), got {type(attention).__name__}")
     if title is not None and not isinstance(title, str):
         raise LensError(f"title must be a str, got {type(title).__name__}")
     data = _report_data(result, int(max_positions))
-    views = _views(data, float(kl_max))
+    views = _views(data, float(kl_max), scale)
     if metric not in views:
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(views)}")
     payload = _payload(data, views, metric, title, None if attention is None else _attention(data, attention))
@@ -323,6 +335,20 @@ def lens_html(
         f"<title>{html_escape.escape(payload['title'])}</title>\n<style>{style}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
     )
+
+
+def _check_scale(scale: Any) -> tuple[float, float] | None:
+    """`scale` as two floats, or None; a LensError that says what it must be otherwise."""
+    if scale is None:
+        return None
+    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    pair = tuple(scale) if isinstance(scale, (tuple, list, np.ndarray)) else ()
+    if len(pair) != 2 or not all(real(v) for v in pair) or not pair[0] < pair[1]:
+        raise LensError(
+            f"scale must be two finite numbers (lo, hi) with lo < hi, the top-1 logit's colour range, got {scale!r}; "
+            "e.g. scale=(0.0, 20.0), the same for every report you compare (or None for each report's own percentiles)"
+        )
+    return float(pair[0]), float(pair[1])
 
 
 def notebook_html(result: LensResult, *, max_positions: int = NOTEBOOK_POSITIONS, **options: Any) -> str:

@@ -244,6 +244,33 @@ def test_depth_when_the_result_has_it() -> None:
     assert data["views"]["depth"]["hi"] == 4
 
 
+def test_the_logit_scale_is_in_the_legend_and_a_caller_can_fix_it() -> None:
+    """Issue 18, item 12: the logit scale is each report's own unless fixed, and the legend gives its range."""
+    a, b = synthetic_result(3, 6, seed=1), synthetic_result(3, 6, seed=2)
+    own = page_data(lens_html(a))["views"]["logits"]
+    lo, hi = np.percentile(a.top_logits[:, :, 0].astype(np.float64), [5, 95])
+    assert close([own["lo"], own["hi"]], [lo, hi])  # by default, this report's 5th to 95th percentile...
+    assert f"{lo:.4g} to {hi:.4g}" in own["legend"] and "this report's 5th to 95th percentile" in own["legend"]  # ...and it says so
+    assert "scale=(lo, hi)" in own["legend"]  # with the way to compare reports
+    for result in (a, b):  # fixed: the same scale in both reports, whatever their logits
+        fixed = page_data(lens_html(result, scale=(-2, 7.5)))["views"]["logits"]
+        assert (fixed["lo"], fixed["hi"]) == (-2.0, 7.5)
+        assert "-2 to 7.5" in fixed["legend"] and "a fixed scale" in fixed["legend"]
+    assert page_data(lens_html(a, scale=np.array([0, 20], dtype=np.float32)))["views"]["logits"]["hi"] == 20.0
+    frame = notebook_html(a, scale=(1.0, 2.0))  # the notebook's frame passes it on
+    page = html.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))
+    assert (page_data(page)["views"]["logits"]["lo"], page_data(page)["views"]["logits"]["hi"]) == (1.0, 2.0)
+    assert page_data(lens_html(a, scale=(-2, 7.5)))["views"]["kl"]["hi"] == 10.0  # the other views keep theirs
+
+
+@pytest.mark.parametrize(
+    "scale", [(1, 1), (3, 1), (0, float("nan")), (float("-inf"), 0), (1,), (1, 2, 3), "ab", (True, 2), 5, ("0", "1")]
+)
+def test_a_bad_logit_scale_says_what_it_must_be(scale) -> None:
+    with pytest.raises(LensError, match=r"scale must be two finite numbers \(lo, hi\) with lo < hi.*e\.g\. scale=\(0\.0, 20\.0\)"):
+        lens_html(synthetic_result(2, 3), scale=scale)
+
+
 def test_rows_and_decoder_from_the_result() -> None:
     plain = page_data(lens_html(synthetic_result(3, 2)))
     assert [r["block"] for r in plain["rows"]] == [-1, 0, 1] and [r["site"] for r in plain["rows"]][0] == "embed"
@@ -651,7 +678,7 @@ def check_views(browser, result: LensResult, n: int = 12) -> None:
                 got, want = rgb(c["bg"]), expected_colour(name, float(c["value"]), result)
                 assert max(abs(a - b) for a, b in zip(got, want)) <= 1, (name, c, want)
             legend = browser.find_element("css selector", ".mg-legend").text
-            assert VIEWS[name].legend.format(kl_max=10.0).split(" (")[0] in legend
+            assert re.split(r", | \(", VIEWS[name].legend)[0] in legend  # what the colours show, in words
     finally:
         select.select_by_value(initial)
 
@@ -973,3 +1000,24 @@ def test_the_pin_panel_leaves_a_25_position_grid_unscrolled(browser, tmp_path: P
     after = widths()
     assert after["scroll"] <= after["client"], after  # no horizontal scroll
     assert not overlap(rect(browser, panel), rect(browser, scroll))  # and the panel covers none of it
+
+
+def test_a_fixed_logit_scale_colours_the_page(browser, tmp_path: Path) -> None:
+    """Issue 18, item 12, in the browser: with scale=(0, 20) the colours are matplotlib's for that scale
+    (clipped at its ends) and the legend names the range."""
+    import matplotlib as mpl
+    from matplotlib.colors import Normalize
+
+    result = synthetic_result(3, 8, seed=3)  # logits from -10 to 30: some beyond both ends of the scale
+    path = tmp_path / "fixed.html"
+    path.write_text(lens_html(result, metric="logits", scale=(0, 20)), encoding="utf-8")
+    open_page(browser, path)
+    legend = browser.find_element("css selector", ".mg-legend").text
+    assert "0 to 20" in legend and "a fixed scale" in legend
+    assert browser.execute_script("return Array.from(document.querySelectorAll('.mg-ticks span')).map(s => s.textContent)") == [
+        "0", "10", "20"]  # fmt: skip
+    for c in browser.execute_script(CELLS_JS):
+        r, t = result.labels.index(c["row"]), c["pos"]
+        value = float(result.top_logits[r, t, 0])
+        want = tuple(int(round(v * 255)) for v in mpl.colormaps["Blues_r"](Normalize(0, 20, clip=True)(value))[:3])
+        assert max(abs(x - y) for x, y in zip(rgb(c["bg"]), want)) <= 1, (c, value, want)
