@@ -53,7 +53,8 @@
     return view.reversed ? 255 - i : i;
   }
   function colour(view, v) {
-    return v === null ? D.bad : D.colours[colourIndex(view, v)];
+    if (v === null) return D.bad;
+    return view.categories ? view.categories[v].colour : D.colours[colourIndex(view, v)]; // the depth view: 3 colours
   }
   function ink(hex) { // black on light colours, white on dark ones (the PNG's rule)
     const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255);
@@ -136,12 +137,6 @@
   }
   table.append(thead, tbody, tfoot);
 
-  if (D.depth) {
-    for (let t = 0; t < T; t++) {
-      if (D.depth.depth[t] < R) cells[D.depth.depth[t]][t].classList.add("mg-settle");
-      if (D.depth.first_hit[t] < R) cells[D.depth.first_hit[t]][t].classList.add("mg-first");
-    }
-  }
 
   // ------------------------------------------------------------------
   // Header, notice, legend
@@ -159,9 +154,26 @@
     notice.hidden = false;
   }
 
+  // A swatch and its words, kept on one line (the legend wraps between keys, never inside one).
+  function key(swatchClass, background, text) {
+    const k = el("span", "mg-key"), swatch = el("span", swatchClass);
+    if (background) swatch.style.background = background;
+    k.append(swatch, el("span", null, text));
+    return k;
+  }
   function renderLegend(view) {
     const legend = q(".mg-legend");
     legend.textContent = "";
+    if (view.categories) { // the depth view: its three colours and its line, as the PNG's legend has them
+      legend.append(el("span", null, view.legend));
+      for (const c of view.categories) legend.append(key("mg-swatch", c.colour, c.label));
+      legend.append(key("mg-swatch mg-line", null, "line: under the depth row, from which every row's top-1 is the final top-1 (none: the top row disagrees)"));
+    } else {
+      legend.append(colourBar(view), el("span", null, view.legend));
+    }
+    legend.append(key("mg-swatch", D.bad, "no value"), key("mg-swatch mg-outline", null, "outline: the row's top-1 is the model's final top-1"));
+  }
+  function colourBar(view) {
     const scale = el("div", "mg-scale");
     const bar = el("div", "mg-bar");
     const stops = [];
@@ -176,20 +188,13 @@
     };
     if (view.log) {
       for (let v = view.lo; v <= view.hi * 1.0001; v *= 10) place(v, String(Math.round(v)));
-    } else if (current === "depth") {
-      place(0, D.rows[0].label);
-      place(view.hi, "never");
     } else {
       place(view.lo, num(view.lo));
       place((view.lo + view.hi) / 2, num((view.lo + view.hi) / 2));
       place(view.hi, num(view.hi));
     }
     scale.append(bar, ticks);
-    legend.append(scale, el("span", null, view.legend));
-    const bad = el("span", "mg-swatch");
-    bad.style.background = D.bad;
-    const outline = el("span", "mg-swatch mg-outline");
-    legend.append(bad, el("span", null, "no value"), outline, el("span", null, "outline: the row's top-1 is the model's final top-1"));
+    return scale;
   }
 
   // ------------------------------------------------------------------
@@ -238,11 +243,23 @@
       for (let t = 0; t < T; t++) cells[r][t].hidden = !colShown(t);
     }
     for (let t = 0; t < T; t++) for (const th of colHeads[t]) th.hidden = !colShown(t);
+    markDepth();
     if (active.hidden || !rowShown(active.mgR)) {
       const rs = shownRows(), ts = shownCols();
       setActive(cells[nearest(rs, active.mgR)][nearest(ts, active.mgT)], false);
     }
     if (pinned) renderPin();
+  }
+  // The depth view's line sits under the first shown row at or above the position's depth (the PNG's
+  // rule when it leaves rows out); there is none where even the top row disagrees (depth = R).
+  function markDepth() {
+    if (!D.depth) return;
+    for (const c of root.querySelectorAll(".mg-settle")) c.classList.remove("mg-settle");
+    const rs = shownRows();
+    for (let t = 0; t < T; t++) {
+      const r = rs.find((row) => row >= D.depth.depth[t]);
+      if (D.depth.depth[t] < R && r !== undefined) cells[r][t].classList.add("mg-settle");
+    }
   }
   const nearest = (list, x) => list.reduce((best, v) => (Math.abs(v - x) < Math.abs(best - x) ? v : best), list[0]);
 
@@ -294,7 +311,14 @@
     head.append(el("strong", null, D.rows[r].label), el("span", null, " · position " + (D.start + t) + " · input "),
       tokSpan(D.input[t]), el("span", "mg-dim", " (id " + D.input[t] + ")"));
     tip.appendChild(head);
-    tip.appendChild(el("div", "mg-dim", D.views[current].label + ": " + num(D.views[current].values[at(r, t)])));
+    const view = D.views[current], value = view.values[at(r, t)];
+    let says = view.label + ": " + num(value);
+    if (view.categories) { // the depth view: the position's depth and first hit, and this row's category
+      const row = (i) => (i < R ? D.rows[i].label : "never");
+      says = "prediction depth " + row(D.depth.depth[t]) + " (first hit " + row(D.depth.first_hit[t]) + "); this row: " +
+        (value === null ? "no value" : view.categories[value].label);
+    }
+    tip.appendChild(el("div", "mg-dim", says));
     const list = el("table", "mg-top");
     const header = el("tr");
     for (const h of ["#", "top " + K, "id", "p"]) header.appendChild(el("th", null, h));
@@ -590,6 +614,7 @@
   });
 
   applyView(current);
+  markDepth();
   if (A) showAttention(0);
   root.dataset.ready = "true"; // for tests and tools: the page is built
 })();

@@ -47,6 +47,10 @@ RANK_MAX = {"ranks": 100, "input_ranks": 1000}
 # matplotlib's "Blues" (ColorBrewer's 9-class Blues), from light to dark; "Blues_r" is it reversed.
 BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
 BAD_COLOR = "#dddddd"  # a cell without a value (the last position has no next token), as in the PNG
+# The depth view's three categories, as the PNG draws them (minigpt.plot.DEPTH_SHADES and DEPTH_LABELS;
+# a test keeps them equal): places on the Blues map, light to dark, and their names.
+DEPTH_SHADES = (0.1, 0.4, 0.75)
+DEPTH_LABELS = ("settled (row ≥ depth)", "= final, not yet settled", "≠ final top-1")
 
 
 class _View(NamedTuple):
@@ -64,10 +68,7 @@ VIEWS: dict[str, _View] = {
     "input_ranks": _View("rank of the input token", "rank of the input token (clipped at 1000)", "Blues", True),
     "input_kl": _View("KL(input ‖ row)", "KL(input ‖ row), nats (clipped at {kl_max:g})", "Blues", False),
     "entropy": _View("entropy", "entropy of the row's distribution, nats (clipped at {kl_max:g})", "Blues", False),
-    "depth": _View(
-        "prediction depth", "prediction depth: the row from which every row's top-1 is the final top-1 "
-        "(red line; dashed: the first row that has it); the top means never", "Blues", False,
-    ),  # fmt: skip
+    "depth": _View("prediction depth", "prediction depth; the row's top-1:", "Blues", False),  # + DEPTH_LABELS
 }
 
 
@@ -146,7 +147,7 @@ def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dic
     scale: the top-1 logit's (lo, hi), or None for this report's 5th to 95th percentile."""
     R, T = len(data.labels), len(data.token_ids)
     stats = dict(data.stats)
-    stats["depth"] = np.broadcast_to(data.depth[None, :], (R, T))  # every cell shows its column's depth
+    stats["depth"] = _depth_categories(data)
     out = {}
     for name, values in stats.items():
         view = VIEWS[name]
@@ -165,7 +166,7 @@ def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dic
         elif name in RANK_MAX:
             lo, hi = 1.0, float(RANK_MAX[name])
         elif name == "depth":
-            lo, hi = 0.0, float(R)  # R = never
+            lo, hi = 0.0, float(len(DEPTH_SHADES) - 1)  # the categories' indices
         else:  # the KLs and the entropy, in nats
             lo, hi = 0.0, kl_max
         out[name] = {
@@ -173,7 +174,22 @@ def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dic
             "reversed": view.cmap.endswith("_r"),
             "log": view.log, "lo": float(lo), "hi": float(hi), "values": _numbers(values),
         }  # fmt: skip
+    if "depth" in out:
+        # Three colours, not a scale: the PNG's ListedColormap of Blues at DEPTH_SHADES, read off the
+        # same 256-colour table matplotlib samples (index int(x * 256)).
+        table = colour_table()
+        out["depth"]["categories"] = [
+            {"colour": table[min(int(x * 256), 255)], "label": label} for x, label in zip(DEPTH_SHADES, DEPTH_LABELS)
+        ]
     return out
+
+
+def _depth_categories(data: _Data) -> np.ndarray:
+    """(R, T) int64, the PNG depth view's cells: 0 where the row is at or above its position's depth,
+    1 where its top-1 is the final top-1 below that, 2 where it is another token."""
+    rows = np.arange(len(data.labels))[:, None]  # (R, 1): row indices, as depth counts them
+    agree = data.top_ids[:, :, 0] == data.final_ids[None, :]  # (R, T)
+    return np.where(rows >= data.depth[None, :], 0, np.where(agree, 1, 2)).astype(np.int64)
 
 
 def _numbers(a: np.ndarray) -> list[Any]:

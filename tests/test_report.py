@@ -240,8 +240,27 @@ def test_depth_when_the_result_has_it() -> None:
     assert depth.tolist() == [0, 1, 3, 4, 2, 3] and first_hit.tolist() == [0, 1, 3, 2, 2, 0]
     data = page_data(lens_html(result, metric="depth"))
     assert data["view"] == "depth" and data["depth"] == {"depth": depth.tolist(), "first_hit": first_hit.tolist()}
-    assert np.array_equal(np.array(data["views"]["depth"]["values"]).reshape(4, 6), np.tile(depth, (4, 1)))
-    assert data["views"]["depth"]["hi"] == 4
+    # The PNG's three categories: 0 at or above the depth, 1 where the row agrees below it, 2 where it disagrees.
+    want = [[0, 2, 2, 2, 2, 1],
+            [0, 0, 2, 2, 2, 1],
+            [0, 0, 2, 1, 0, 2],
+            [0, 0, 0, 2, 0, 0]]  # fmt: skip
+    assert np.array(data["views"]["depth"]["values"]).reshape(4, 6).tolist() == want
+
+
+def test_the_depth_view_is_the_pngs() -> None:
+    """Issue 18, item 11: the same three categories and colours as minigpt.plot's depth view."""
+    import matplotlib as mpl
+
+    from minigpt import plot
+
+    assert minigpt.report.DEPTH_SHADES == plot.DEPTH_SHADES and minigpt.report.DEPTH_LABELS == plot.DEPTH_LABELS
+    result, _, _ = depth_result(np.ones((3, 4), dtype=bool))
+    categories = page_data(lens_html(result, metric="depth"))["views"]["depth"]["categories"]
+    assert [c["label"] for c in categories] == list(plot.DEPTH_LABELS)
+    theirs = mpl.colormaps["Blues"](plot.DEPTH_SHADES)[:, :3] * 255  # what the PNG's ListedColormap holds
+    ours = [[int(c["colour"][i : i + 2], 16) for i in (1, 3, 5)] for c in categories]
+    assert np.abs(np.array(ours) - theirs).max() <= 1
 
 
 def test_the_logit_scale_is_in_the_legend_and_a_caller_can_fix_it() -> None:
@@ -944,7 +963,7 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
 
     wanted = np.array([t % 5 for t in range(30)])  # 4 = never
     agree = np.arange(4)[:, None] >= wanted[None, :]
-    agree[1, ::3] = True  # early hits that do not hold
+    agree[1, 1::3] = True  # early hits that do not hold (28); 27 settles at h.1, which a stride of 2 hides
     result, depth, _ = depth_result(agree)
     path = tmp_path / "capped.html"
     path.write_text(lens_html(result, max_positions=6), encoding="utf-8")
@@ -955,13 +974,41 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
     cells = browser.execute_script(CELLS_JS)
     assert len(cells) == 4 * 6 and {c["pos"] for c in cells} == set(range(24, 30))
     check_views(browser, result[24:], n=24)  # random statistics: colours all over the scales
+    check_depth_view(browser, result, agree, depth, range(24, 30))
+
+
+def check_depth_view(browser, result: LensResult, agree: np.ndarray, depth: np.ndarray, positions) -> None:
+    """The depth view as the PNG draws it: each cell in the colour of its category (light: at or above
+    the depth; mid: the final top-1 below it; dark: another token), a line under the depth row (under
+    the first row shown at or above it when the stride hides it), none where the depth is never."""
+    import matplotlib as mpl
+    from selenium.webdriver.support.ui import Select
+
+    from minigpt.plot import DEPTH_LABELS, DEPTH_SHADES
+
+    R = len(result.labels)
+    shades = mpl.colormaps["Blues"](DEPTH_SHADES)[:, :3] * 255
+    marks_js = "return Array.from(document.querySelectorAll('td.mg-settle')).map(td => [td.dataset.row, Number(td.dataset.pos)])"
     Select(browser.find_element("css selector", ".mg-view")).select_by_value("depth")
-    for c in browser.execute_script(CELLS_JS):
-        assert c["value"] == str(depth[c["pos"]])
-    marks = browser.execute_script(
-        "return Array.from(document.querySelectorAll('td.mg-settle')).map(td => [td.dataset.row, Number(td.dataset.pos)])")
-    labels = result.labels
-    assert sorted(marks) == sorted([labels[depth[p]], p] for p in range(24, 30) if depth[p] < 4)
+    try:
+        for c in browser.execute_script(CELLS_JS):
+            r, t = result.labels.index(c["row"]), c["pos"]
+            category = 0 if r >= depth[t] else 1 if agree[r, t] else 2
+            assert c["value"] == str(category), c
+            assert np.abs(np.array(rgb(c["bg"])) - shades[category]).max() <= 1, c
+        legend = browser.find_element("css selector", ".mg-legend").text
+        assert all(label in legend for label in DEPTH_LABELS) and "line: under the depth row" in legend
+        assert sorted(browser.execute_script(marks_js)) == sorted([result.labels[depth[p]], p] for p in positions if depth[p] < R)
+        browser.execute_script(
+            "const e = document.querySelector('.mg-stride'); e.value = '2'; e.dispatchEvent(new Event('change'))")
+        shown = [i for i, label in enumerate(result.labels) if label in ("embed", "h.0", f"h.{R - 2}")]  # stride 2
+        assert len(shown) == 3  # embed, h.0 and the last block: the depth's row is hidden for some positions
+        under = {p: min(i for i in shown if i >= depth[p]) for p in positions if depth[p] < R}
+        assert any(under[p] != depth[p] for p in under)
+        assert sorted(browser.execute_script(marks_js)) == sorted([result.labels[i], p] for p, i in under.items())
+    finally:
+        browser.execute_script(
+            "const e = document.querySelector('.mg-stride'); e.value = '1'; e.dispatchEvent(new Event('change'))")
 
 
 def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
@@ -1021,3 +1068,28 @@ def test_a_fixed_logit_scale_colours_the_page(browser, tmp_path: Path) -> None:
         value = float(result.top_logits[r, t, 0])
         want = tuple(int(round(v * 255)) for v in mpl.colormaps["Blues_r"](Normalize(0, 20, clip=True)(value))[:3])
         assert max(abs(x - y) for x, y in zip(rgb(c["bg"]), want)) <= 1, (c, value, want)
+
+
+def test_a_legend_swatch_stays_with_its_words(browser, tmp_path: Path) -> None:
+    """Issue 18, item 11: however narrow the page, the legend wraps between its keys, never between
+    a swatch and its text."""
+    result, _, _ = depth_result(np.tril(np.ones((4, 6), dtype=bool)))
+    path = tmp_path / "legend.html"
+    path.write_text(lens_html(result, metric="ranks"), encoding="utf-8")
+    open_page(browser, path)
+    stranded = """const legend = document.querySelector('.mg-legend'), bad = [];
+        for (let w = 200; w <= 1400; w += 7) {
+          legend.style.width = w + 'px';
+          for (const s of legend.querySelectorAll('.mg-swatch')) {
+            const a = s.getBoundingClientRect(), b = s.nextElementSibling.getBoundingClientRect(), y = (a.top + a.bottom) / 2;
+            if (!(y > b.top && y < b.bottom && a.right <= b.left + 1 && b.left - a.right < 20)) bad.push([w, s.nextElementSibling.textContent]);
+          }
+        }
+        legend.style.width = '';
+        return bad;"""
+    from selenium.webdriver.support.ui import Select
+
+    for view in ("ranks", "depth"):
+        Select(browser.find_element("css selector", ".mg-view")).select_by_value(view)
+        assert browser.execute_script("return document.querySelectorAll('.mg-legend .mg-swatch').length") >= 2
+        assert browser.execute_script(stranded) == [], view
