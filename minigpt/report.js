@@ -356,13 +356,25 @@
     const att = attentionSummary(t);
     if (att) tip.appendChild(att);
     tip.hidden = false;
-    const rc = td.getBoundingClientRect(), rr = root.getBoundingClientRect();
-    let left = rc.left - rr.left, top = rc.bottom - rr.top + 4;
-    if (left + tip.offsetWidth > root.clientWidth) left = Math.max(0, root.clientWidth - tip.offsetWidth);
-    if (rc.bottom + tip.offsetHeight + 4 > window.innerHeight && rc.top - tip.offsetHeight - 4 > 0) top = rc.top - rr.top - tip.offsetHeight - 4;
-    tip.style.left = left + "px";
-    tip.style.top = top + "px";
+    placeTip(td.getBoundingClientRect());
     showAttention(t);
+  }
+  // The tooltip goes where it fits inside the window: below the cell, above it, to its right, to its
+  // left; where none fits, as low as fits. Never outside it: in a notebook the window is the report's
+  // frame, which would cut it off. (Window coordinates; the tooltip is placed relative to root.)
+  function placeTip(cell) {
+    const w = tip.offsetWidth, h = tip.offsetHeight, gap = 4;
+    const W = document.documentElement.clientWidth, H = window.innerHeight;
+    const inX = (x) => Math.min(Math.max(x, 0), Math.max(0, W - w)), inY = (y) => Math.min(Math.max(y, 0), Math.max(0, H - h));
+    const spots = [
+      [inX(cell.left), cell.bottom + gap], [inX(cell.left), cell.top - gap - h],
+      [cell.right + gap, inY(cell.top)], [cell.left - gap - w, inY(cell.top)],
+    ];
+    const fits = ([x, y]) => x >= 0 && y >= 0 && x + w <= W && y + h <= H;
+    const [x, y] = spots.find(fits) || [inX(cell.left), inY(cell.bottom + gap)];
+    const rr = root.getBoundingClientRect();
+    tip.style.left = (x - rr.left) + "px";
+    tip.style.top = (y - rr.top) + "px";
   }
   const hideTip = () => { tip.hidden = true; };
   // Whether the focused cell's tooltip comes back when the pointer leaves the grid. Yes after the
@@ -615,6 +627,16 @@
 
   applyView(current);
   markDepth();
+  // In a notebook the report sits in a sandboxed frame, which cannot size itself: it tells the page
+  // around it its height whenever that changes (a pin panel opens, the controls wrap), and
+  // notebook_html's script there sets the frame's height. Only a number crosses over.
+  if (window.parent !== window) {
+    root.classList.add("mg-framed");
+    const html = document.documentElement;
+    new ResizeObserver(() => {
+      window.parent.postMessage({ minigptReportHeight: Math.ceil(html.getBoundingClientRect().height) }, "*");
+    }).observe(html);
+  }
   if (A) showAttention(0);
   root.dataset.ready = "true"; // for tests and tools: the page is built
 })();

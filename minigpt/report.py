@@ -367,14 +367,32 @@ def _check_scale(scale: Any) -> tuple[float, float] | None:
     return float(pair[0]), float(pair[1])
 
 
+# Beside the frame in a notebook: sets each report frame's height to the one its page posts (a number,
+# checked and kept within bounds), so that the frame fits its content and nothing in it is cut off.
+# Every report brings one; each handles every frame, so any number of them on a page agree.
+_FRAME_SIZER = """<script>
+window.addEventListener("message", function (event) {
+  var height = event.data && event.data.minigptReportHeight;
+  if (typeof height !== "number" || !isFinite(height)) return;
+  var frames = document.querySelectorAll("iframe.minigpt-report");
+  for (var i = 0; i < frames.length; i++) {
+    if (frames[i].contentWindow === event.source) frames[i].style.height = Math.min(Math.max(Math.ceil(height), 50), 30000) + "px";
+  }
+});
+</script>"""
+
+
 def notebook_html(result: LensResult, *, max_positions: int = NOTEBOOK_POSITIONS, **options: Any) -> str:
     """The report for Jupyter: `lens_html` inside a sandboxed `<iframe srcdoc>`, so that its script,
-    styles and ids stay apart from the notebook and from other reports on the same page. Capped at
-    `max_positions` (64) positions, since a notebook stores what it shows. Jupyter runs the script
-    only in a trusted notebook; elsewhere the frame stays empty."""
+    styles and ids stay apart from the notebook and from other reports on the same page, and a small
+    script that sizes the frame to its content. Capped at `max_positions` (64) positions, since a
+    notebook stores what it shows. Jupyter runs scripts only in a trusted notebook; elsewhere the
+    frame stays empty."""
     page = lens_html(result, max_positions=max_positions, **options)
-    height = 260 + 22 * (len(result.labels) + 4)  # the grid's rows, headers and controls, in pixels
+    # Until the page posts its height (or where no script runs): an estimate of the grid's rows,
+    # headers and controls, in pixels.
+    height = 260 + 22 * (len(result.labels) + 4)
     return (
-        f'<iframe srcdoc="{html_escape.escape(page, quote=True)}" sandbox="allow-scripts" '
-        f'style="width: 100%; height: {height}px; border: 0" title="logit lens report"></iframe>'
+        f'<iframe class="minigpt-report" srcdoc="{html_escape.escape(page, quote=True)}" sandbox="allow-scripts" '
+        f'style="width: 100%; height: {height}px; border: 0" title="logit lens report"></iframe>{_FRAME_SIZER}'
     )

@@ -395,11 +395,14 @@ def test_file_sizes() -> None:
 def test_notebook_html_is_a_sandboxed_frame() -> None:
     result = synthetic_result(3, 100)
     frame = notebook_html(result)
-    m = re.fullmatch(r'<iframe srcdoc="([^"]*)" sandbox="allow-scripts" style="[^"]*" title="[^"]*"></iframe>', frame)
+    pattern = r'<iframe class="minigpt-report" srcdoc="([^"]*)" sandbox="allow-scripts" style="[^"]*" title="[^"]*"></iframe><script>(.*)</script>'
+    m = re.fullmatch(pattern, frame, re.S)
     assert m, frame[:200]
     assert html.unescape(m.group(1)) == lens_html(result, max_positions=64)  # capped for notebooks
     assert page_data(html.unescape(m.group(1)))["T"] == 64
     assert result._repr_html_() == frame  # what Jupyter shows for a LensResult
+    # The script beside the frame (it sizes the frame) carries nothing of the result: the same for any.
+    assert re.fullmatch(pattern, notebook_html(synthetic_result(2, 3, seed=5)), re.S).group(2) == m.group(2)
 
 
 # ----------------------------------------------------------------------------
@@ -1093,3 +1096,39 @@ def test_a_legend_swatch_stays_with_its_words(browser, tmp_path: Path) -> None:
         Select(browser.find_element("css selector", ".mg-view")).select_by_value(view)
         assert browser.execute_script("return document.querySelectorAll('.mg-legend .mg-swatch').length") >= 2
         assert browser.execute_script(stranded) == [], view
+
+
+def test_in_a_notebook_the_frame_fits_the_report_and_its_tooltips(browser, tmp_path: Path) -> None:
+    """Issue 18, item 10: a notebook's frame is sized to its report, so nothing is cut off or left blank,
+    and the tooltip of a bottom-row cell stays inside the frame. Two notebook widths: in the narrow one
+    the controls wrap and the report is taller than the frame's first estimate, in the wide one shorter."""
+    from selenium.webdriver.common.keys import Keys
+
+    result = synthetic_result(3, 6, seed=4)
+    fallback = int(re.search(r'style="width: 100%; height: (\d+)px', notebook_html(result)).group(1))  # the first height
+    path = tmp_path / "notebook.html"
+    cells = "".join(f'<div style="width: {w}px">{notebook_html(result)}</div>' for w in (420, 1000))
+    path.write_text(f"<!DOCTYPE html><html><body>{cells}</body></html>", encoding="utf-8")
+    browser.get(path.as_uri())
+    fits = ("const html = document.documentElement, help = document.querySelector('.mg-help').getBoundingClientRect();"
+            " return [html.scrollHeight <= window.innerHeight && help.bottom >= window.innerHeight - 40, window.innerHeight]")
+    inside = ("const r = document.querySelector('.mg-tip').getBoundingClientRect();"
+              " return [r.left >= 0, r.top >= 0, r.right <= document.documentElement.clientWidth, r.bottom <= window.innerHeight,"
+              " r.width > 0]")
+    heights = []
+    try:
+        for frame in browser.find_elements("css selector", "iframe"):
+            browser.switch_to.frame(frame)
+            wait_until(browser, lambda d: d.execute_script(READY_JS), "a report in its frame to be built")
+            # all of the report shows, without a scroll bar, and the frame ends with it
+            heights.append(wait_until(browser, lambda d: (lambda ok, h: ok and h)(*d.execute_script(fits)), "the frame to fit"))
+            for t in (0, len(result) - 1):  # the bottom row, at both ends
+                hover(browser, cell(browser, "embed", t))
+                assert browser.execute_script(inside) == [True] * 5, t
+            cell(browser, "h.1", 2).click()  # a pin panel makes the report taller: the frame follows
+            wait_until(browser, lambda d: (lambda ok, h: ok and h > heights[-1])(*d.execute_script(fits)), "the frame to grow")
+            browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+            browser.switch_to.default_content()
+    finally:
+        browser.switch_to.default_content()
+    assert heights[0] > fallback > heights[1]  # the estimate would have cut the narrow one off, and padded the wide one
