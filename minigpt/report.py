@@ -145,7 +145,6 @@ def colour_table() -> tuple[str, ...]:
 def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dict[str, dict[str, Any]]:
     """Each view's values (R, T) and colour scale, keyed by name, as the page reads them.
     scale: the top-1 logit's (lo, hi), or None for this report's 5th to 95th percentile."""
-    R, T = len(data.labels), len(data.token_ids)
     stats = dict(data.stats)
     stats["depth"] = _depth_categories(data)
     out = {}
