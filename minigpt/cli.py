@@ -836,7 +836,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
     from . import distributed
-    from .tuned_train import STATE_JSON, corpus_ids, evaluate, fit, split_holdout
+    from .tuned import TunedLens
+    from .tuned_train import STATE_JSON, corpus_ids, evaluate, split_holdout
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
@@ -858,7 +859,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if distributed.is_main():
         note(f"tune: {len(ids):,} tokens: training on {len(train):,}, holding out {len(held_out):,}"
              + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
-    lens, report = fit(
+    lens, report = TunedLens.fit(
         model, train, kind=args.kind, steps=args.steps, tokens_per_step=args.tokens_per_step, seed=args.seed,
         window=args.window, lr=args.lr, batch_size=args.batch_size, out=out, resume=out if args.resume else None,
         save_every=args.save_every, base_model_name_or_path=args.model,
