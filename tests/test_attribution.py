@@ -393,3 +393,67 @@ def test_report_data_equals_attribute_per_cell(ref: Reference) -> None:
             np.testing.assert_allclose([v for _, v in cell["top"]], [v for _, v in top], atol=1e-5)
             assert cell["id"] == lens.top_ids[r, t, 0]
             assert abs(cell["total"] - lens.top_logits[r, t, 0]) < 1e-4
+
+
+# ----------------------------------------------------------------------------
+# The figure and the command
+
+
+def test_plot_attribution_draws_heads_and_bars(ref: Reference) -> None:
+    from minigpt.plot_attribution import plot_attribution
+
+    att = minigpt.attribute(ref.model, ref.ids, by="head")
+    fig = plot_attribution(att, position=5, k=6)
+    heat, bars = fig.axes[0], fig.axes[1]
+    grid = heat.images[0].get_array()
+    assert grid.shape == (CONFIG.n_layer, CONFIG.n_head)
+    assert grid[1, 2] == att.values[att.labels.index("h.1.attn.head2"), 5]
+    assert [t.get_text() for t in bars.get_yticklabels()][::-1] == [c.label for c, _ in att.top(6, 5)]
+    with pytest.raises(LensError, match="no heads"):
+        plot_attribution(minigpt.attribute(ref.model, ref.ids, by="component"), "heads")
+
+
+def test_import_minigpt_does_not_import_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, minigpt; minigpt.attribute; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_cli_attribute(tmp_path, capsys) -> None:
+    from minigpt.cli import main
+
+    text = "ROMEO: I love thee, my dear"
+    assert main(["attribute", text, "--model", "shakespeare", "--target", " lady", "-o", str(tmp_path / "a.json")]) == 0
+    printed = capsys.readouterr().out
+    att = minigpt.Attribution.from_json(tmp_path / "a.json")
+    assert att.top(1)[0][0].label in printed and "gap" in printed
+    model, tok = minigpt.GPT.from_pretrained("shakespeare"), minigpt.load_tokenizer("shakespeare")
+    direct = minigpt.attribute(model, text, tokenizer=tok, target=" lady")
+    np.testing.assert_allclose(att.values, direct.values, atol=1e-6)
+    assert main(["attribute", text, "--model", "shakespeare", "--row", "h.1", "-o", str(tmp_path / "a.png")]) == 0
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["attribute", text, "--model", "shakespeare", "-o", str(tmp_path / "a.html")]) == 0
+    assert "mg-att-panel" in (tmp_path / "a.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("argv,code,words", [
+    (["--target", " my dear lady"], 2, "is 3 tokens"),
+    (["--row", "h.9"], 2, "--row h.9: this model's rows"),
+    (["--by", "heads"], 2, "invalid choice"),
+    (["--position", "40"], 2, "--position 40"),
+    (["-o", "a.gif"], 2, "unknown format"),
+    (["--target", "60000"], 2, "token ids go from 0 to 50256"),
+    (["-o", "no/such/dir/a.png"], 1, "does not exist"),
+])  # fmt: skip
+def test_cli_errors_are_one_line_before_loading(argv, code, words, capsys, monkeypatch) -> None:
+    from minigpt.cli import main
+
+    def refuse(*a, **k):
+        raise AssertionError("weights were loaded before the options were checked")
+
+    monkeypatch.setattr(minigpt.GPT, "from_pretrained", refuse)
+    assert main(["attribute", "ROMEO: I love", "--model", "shakespeare", *argv]) == code
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err and "Traceback" not in err
