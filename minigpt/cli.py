@@ -970,6 +970,9 @@ def build_parser() -> Parser:
     dl.set_defaults(run=cmd_download)
     add_train_parser(commands)
     add_tune_parser(commands)
+    from . import attribute_cli  # `minigpt attribute`: the whole command is in that one file
+
+    attribute_cli.add_parser(commands)
     for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser
