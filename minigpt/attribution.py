@@ -47,6 +47,7 @@ from torch import Tensor
 
 from .errors import InputError, LensError
 from .lens.rows import SITES, Row, lens_rows, resolve_positions
+from .lens.sequence import sequence_ids
 from .model import GPT
 from .tokenizer import token_text
 
@@ -290,7 +291,8 @@ def attribute(
     if ln not in LN:
         raise LensError(f"unknown ln={ln!r}; choose 'frozen' (exact: σ of the row's residual) or 'per_component' (linearised)")
     the_row = as_row(row, model.config.n_layer)
-    ids = _as_ids(model, tokens, tokenizer)  # (T,)
+    ids = sequence_ids(model, tokens, tokenizer, who="attribute", error=InputError).long()  # (T,)
+    model.check_ids(ids[None])
     span = resolve_positions(positions, len(ids))
     n = span.stop - span.start
     target_ids = _as_targets(target, "target", model, tokenizer, len(ids), span)
@@ -345,23 +347,6 @@ def as_row(row: Row | tuple[str, int] | str | None, n_layer: int) -> Row:
         raise LensError(f"row h.{b} is above the top row: the model has blocks 0..{n_layer - 1}; "
                         f"use at most {top.label} (the model's output)")  # fmt: skip
     return Row.mid(int(b)) if row.site == "resid_mid" else Row.post(int(b))
-
-
-def _as_ids(model: GPT, tokens: Tensor | Sequence[int] | str, tokenizer: tiktoken.Encoding | None) -> Tensor:
-    if isinstance(tokens, str):
-        if tokenizer is None:
-            raise InputError("a text needs a tokenizer: attribute(model, text, tokenizer=minigpt.load_tokenizer(...))")
-        tokens = tokenizer.encode_ordinary(tokens)
-    ids = torch.as_tensor(list(tokens) if isinstance(tokens, (list, tuple)) else tokens)
-    if ids.numel() == 0:
-        raise InputError("the sequence is empty: give attribute at least one token")
-    if ids.dim() == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.dim() != 1:
-        raise InputError(f"attribute takes one sequence of token ids (T,), got shape {tuple(ids.shape)}")
-    ids = ids.to(model.device)
-    model.check_ids(ids[None])
-    return ids.long()
 
 
 def _as_targets(value: Any, name: str, model: GPT, tokenizer: tiktoken.Encoding | None, T: int, span: slice) -> Tensor | None:
@@ -560,7 +545,8 @@ def report_attribution(
         raise LensError(f"attribution explains the logit lens (decoder 'logit'); this result used {result.decoder.name!r}")
     if by not in BY:
         raise LensError(f"unknown by={by!r}; choose one of {', '.join(map(repr, BY))}")
-    ids = _as_ids(model, tokens, None)
+    ids = sequence_ids(model, tokens, None, who="report_attribution", error=InputError).long()
+    model.check_ids(ids[None])
     T = len(result.token_ids)
     lo = result.start if max_positions is None else result.start + max(0, T - max_positions)
     span = slice(lo, result.start + T)

@@ -13,16 +13,8 @@
   const TARGETS = ["final", "next", "input"];
   const TARGET_WORDS = { final: "final top-1", next: "next token", input: "input token" };
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function tok(id) {
-    const t = D.text[String(id)];
-    return t === undefined ? "<" + id + ">" : t;
-  }
+  const el = mgElement;
+  const tok = (id) => mgToken(D, id);
   function tokSpan(id) {
     return el("span", "mg-tok", tok(id));
   }

@@ -338,7 +338,7 @@ def lens_html(
     if metric not in views:
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(views)}")
     payload = _payload(data, views, metric, title, None if attention is None else _attention(data, attention))
-    script, style = _asset("report.js"), _asset("report.css")
+    script, style = _asset("report_dom.js") + "\n" + _asset("report.js"), _asset("report.css")
     # -- the attribution panel (minigpt/attribution.py): its data, and its script after the report's own
     if attribution is not None:
         payload["attribution"] = attribution

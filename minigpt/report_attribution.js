@@ -11,16 +11,8 @@
   if (!A) return;
   const table = root.querySelector(".mg-grid");
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function tok(id) {
-    const t = D.text[String(id)];
-    return t === undefined ? "#" + id : t;
-  }
+  const el = mgElement;
+  const tok = (id) => mgToken(D, id);
 
   const panel = el("section", "mg-att-panel");
   panel.hidden = true;

@@ -312,33 +312,19 @@ class TunedLens(nn.Module):
     # -- training and evaluation (tuned_train.py)
 
     @classmethod
-    def fit(
-        cls,
-        model: GPT,
-        corpus: str | Tensor | Sequence[int] | Sequence[str],
-        *,
-        tokenizer: tiktoken.Encoding | None = None,
-        kind: Kind | None = None,
-        steps: int | None = None,
-        tokens_per_step: int | None = None,
-        seed: int | None = None,
-        window: int | None = None,
-        lr: float | None = None,
-        **options: Any,
-    ) -> Fitted:
-        """Train a lens on `corpus` for `model` (see `minigpt.tuned_train.fit` for every option).
-
-        Returns the lens with a separate report of the run: `lens, report = TunedLens.fit(...)`
-        (`report.losses` per step and map, `report.settings` the run's settings).
+    def fit(cls, model: GPT, corpus: str | Tensor | Sequence[int] | Sequence[str], **options: Any) -> Fitted:
+        """Train a lens on `corpus` for `model`; `options` are `minigpt.tuned_train.fit`'s (tokenizer, kind,
+        steps, tokens_per_step, seed, window, lr, out, resume, ...).
 
         kind "tuned" minimises KL(p_final ‖ p_lens), averaged over tokens and summed over rows;
         "probe" the cross-entropy against the input token. tuned-lens' recipe: SGD with Nesterov
         momentum 0.9, lr 0.1, weight decay 1e-3, linear decay to 0 without warm-up, grad-norm clip 1.0.
+        Returns the lens with a separate report of the run: `lens, report = TunedLens.fit(...)`
+        (`report.losses` per step and map, `report.settings` the run's settings).
         """
         from .tuned_train import fit
 
-        return fit(cls, model, corpus, tokenizer=tokenizer, kind=kind, steps=steps, tokens_per_step=tokens_per_step,
-                   seed=seed, window=window, lr=lr, **options)  # fmt: skip
+        return fit(cls, model, corpus, **options)
 
     def evaluate(
         self,

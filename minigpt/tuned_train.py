@@ -524,15 +524,10 @@ class TunedEvaluation:
 
 
 def evaluate(
-    lens: TunedLens,
-    model: GPT,
-    corpus: str | Tensor | Sequence[int] | Sequence[str],
-    *,
-    tokenizer: tiktoken.Encoding | None = None,
-    window: int | None = None,
-    batch_size: int | None = None,
+    lens: TunedLens, model: GPT, corpus: str | Tensor | Sequence[int] | Sequence[str], *,
+    tokenizer: tiktoken.Encoding | None = None, window: int | None = None, batch_size: int | None = None,
     progress: bool | None = None,
-) -> TunedEvaluation:
+) -> TunedEvaluation:  # fmt: skip
     """`lens` and the logit lens on `corpus`, per row, through `evaluate_lens` (windows of `window` tokens,
     default the model's context; under torchrun each rank takes its share of the windows)."""
     result = evaluate_lens(model, corpus, tokenizer=tokenizer, decoders=[LnF(), lens], window=window,
