@@ -355,6 +355,9 @@ class _Sums:
 # The result
 
 
+BITS_METRICS = ("kl", "entropy", "ce", "ce_input")  # the metrics in bits per token (the others are fractions or counts)
+
+
 @dataclass(eq=False, repr=False)
 class CorpusResult:
     """`evaluate_lens`'s answer: per decoder and row, means over the corpus' positions.
@@ -387,10 +390,23 @@ class CorpusResult:
             raise LensError(f"no metric {name!r}; choose one of {', '.join(self.metrics[decoder])}")
         return self.metrics[decoder][name]
 
-    def bits_per_byte(self, bits_per_token: np.ndarray | float) -> np.ndarray | float:
-        """bits per token × tokens / bytes (needs a tokenizer's byte counts)."""
+    def bits_per_byte(self, bits_per_token: np.ndarray | float | str, decoder: str = "logit") -> np.ndarray | float:
+        """bits per token × tokens / bytes (needs a tokenizer's byte counts).
+
+        Takes values in bits per token (a number or an (R,) array), or the name of such a metric
+        ("kl", "entropy", "ce", "ce_input", or their "_se"), read for `decoder` (its label):
+        `result.bits_per_byte("kl", "tuned")`.
+        """
         if not self.n_bytes:
             raise LensError("bits per byte need the corpus' byte count: evaluate with tokenizer=")
+        if isinstance(bits_per_token, str):
+            name = bits_per_token
+            if name.removesuffix("_se") not in BITS_METRICS:
+                raise LensError(f"{name!r} is not in bits per token; bits_per_byte takes one of "
+                                f"{', '.join(BITS_METRICS)} (or their _se), or numbers in bits per token")  # fmt: skip
+            bits_per_token = self.metric(name, decoder)
+        elif not isinstance(bits_per_token, (int, float, np.ndarray, np.floating)) or isinstance(bits_per_token, bool):
+            raise LensError(f"bits_per_byte takes a metric name such as 'kl' or numbers in bits per token, got {bits_per_token!r}")
         return bits_per_token * self.n_tokens / self.n_bytes
 
     def __repr__(self) -> str:
