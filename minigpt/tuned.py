@@ -29,27 +29,32 @@ Training and evaluation live in `tuned_train.py`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .errors import CheckpointError, HubError, LensError
+from .errors import CheckpointError, LensError
+from .files import atomic_write, read_json_object, state_problems
 from .model import GPT, GPTConfig
+from .sources import split_revision
 
 if TYPE_CHECKING:
     import tiktoken
 
-    from .tuned_train import TunedEvaluation
+    from .tuned_train import Fitted, TunedEvaluation
 
 Kind = Literal["tuned", "probe"]
 KINDS: tuple[Kind, ...] = ("tuned", "probe")
@@ -90,6 +95,63 @@ class RowLike(Protocol):
 # The lens
 
 
+@dataclass(frozen=True)
+class TunedLensConfig:
+    """A lens's config.json: tuned-lens' `TunedLensConfig` keys, in its order, plus minigpt's `kind`."""
+
+    base_model_name_or_path: str | None
+    d_model: int
+    num_hidden_layers: int
+    bias: bool = True
+    base_model_revision: str | None = None
+    unembed_hash: str | None = None  # tuned-lens' hash of W_E (see `unembed_hash`); None: not recorded
+    lens_type: str = LENS_TYPE
+    kind: Kind = "tuned"  # minigpt's: "probe" files hold L + 1 maps and exist in minigpt's format only
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise LensError(f"unknown lens kind {self.kind!r}; choose 'tuned' or 'probe'")
+        for key in ("d_model", "num_hidden_layers"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LensError(f"{key} must be a positive integer, got {value!r}")
+        if not isinstance(self.bias, bool):
+            raise LensError(f"bias must be true or false, got {self.bias!r}")
+        if self.lens_type != LENS_TYPE:
+            raise LensError(f"lens_type {self.lens_type!r} is not supported; minigpt reads {LENS_TYPE!r} lenses")
+
+    def to_dict(self, format: Literal["minigpt", "tuned-lens"] = "minigpt") -> dict[str, Any]:
+        """config.json's content: tuned-lens' keys, plus "kind" and "format" in minigpt's format."""
+        config = {key: getattr(self, key) for key in TUNED_LENS_KEYS}
+        if format == "minigpt":
+            config.update(kind=self.kind, format="minigpt")
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | str = "config.json") -> TunedLensConfig:
+        """Read a parsed config.json (either format), naming the file in every error."""
+        base = data.get("base_model_name_or_path")
+        fields = {key: data[key] for key in TUNED_LENS_KEYS[1:] if data.get(key) is not None}
+        try:
+            return cls(base if isinstance(base, str) else None, **{"d_model": None, "num_hidden_layers": None, **fields},
+                       kind=data.get("kind", "tuned"))  # fmt: skip
+        except (LensError, TypeError) as e:
+            raise CheckpointError(f"{path}: {e}; is this a tuned lens config?") from e
+
+
+def unembed_hash(model: GPT) -> str:
+    """tuned-lens' `Unembed.unembedding_hash`: sha256 of W_E (V, C) as float32, printed by numpy to 1 decimal.
+
+    numpy prints a large array as its corners only, so this is cheap. It is the same for minigpt's
+    `wte.weight` and transformers' `lm_head.weight` (tied). The print options are pinned to numpy's
+    defaults, which tuned-lens relies on.
+    """
+    W = model.wte.weight.detach().to("cpu", torch.float32).numpy()
+    with np.printoptions(precision=1, threshold=1000, edgeitems=3, linewidth=75, suppress=False,
+                         floatmode="maxprec", sign="-", legacy=False):  # fmt: skip
+        return hashlib.sha256(np.array_str(W, precision=1).encode()).hexdigest()
+
+
 class TunedLens(nn.Module):
     """A learned decoder: per row, `h ↦ ln_f(h + h Wᵀ + b)`, read by the tied unembedding.
 
@@ -106,49 +168,55 @@ class TunedLens(nn.Module):
     C × V + V parameters per row (38.6M for gpt2, 65× a C × C translator) and would learn the
     token identities from scratch instead of measuring what the model's own read-out can recover.
 
-    It is a decoder value (the Decoder protocol): `name`, `check(model)`, `decode(model, h, row)`,
-    `logits(model, h, row)`, `spec()`. Make one with `TunedLens.fit`, `TunedLens.load`, or
+    It is a decoder value (the Decoder protocol): `name`, `params`, `check(config)`, `decode(model, h, row)`,
+    plus `logits(model, h, row)`. Its settings are a frozen `TunedLensConfig` (`lens.config`); nothing
+    is set on a lens after it is made. Make one with `TunedLens.fit`, `TunedLens.load`, or
     `TunedLens.from_model` (an untrained one).
     """
 
     def __init__(
         self,
-        d_model: int,
-        num_layers: int,
+        d_model: int | None = None,
+        num_layers: int | None = None,
         *,
         kind: Kind = "tuned",
         bias: bool = True,
         base_model_name_or_path: str | None = None,
-        extra_config: dict[str, Any] | None = None,
+        config: TunedLensConfig | None = None,
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise LensError(f"unknown lens kind {kind!r}; choose 'tuned' or 'probe'")
-        for field, value in (("d_model", d_model), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise LensError(f"{field} must be a positive integer, got {value!r}")
-        self.kind: Kind = kind
-        self.d_model = d_model
-        self.num_layers = num_layers
-        self.bias = bias
-        self.base_model_name_or_path = base_model_name_or_path
-        # Other tuned-lens config keys read from a file (base_model_revision, unembed_hash), kept on save.
-        self.extra_config = dict(extra_config or {})
-        self.source: str | None = None  # where `load` found it
-        self.fit_losses: list[list[float]] = []  # after `fit`: per step, per trained map, the loss in nats
-        self.fit_config: dict[str, Any] | None = None  # after `fit`: the run's settings (TrainConfig)
-        n = num_layers + 1 if kind == "probe" else num_layers
-        self.translators = nn.ModuleList(nn.Linear(d_model, d_model, bias=bias) for _ in range(n))
+        if config is None:
+            config = TunedLensConfig(base_model_name_or_path, d_model, num_layers, bias=bias, kind=kind)  # type: ignore[arg-type]
+        elif d_model is not None or num_layers is not None:
+            raise LensError("give either config= or d_model and num_layers, not both")
+        self.config = config
+        n = config.num_hidden_layers + 1 if config.kind == "probe" else config.num_hidden_layers
+        C = config.d_model
+        self.translators = nn.ModuleList(nn.Linear(C, C, bias=config.bias) for _ in range(n))
         for t in self.translators:  # zero: the untrained lens is the logit lens
             nn.init.zeros_(t.weight)
             if t.bias is not None:
                 nn.init.zeros_(t.bias)
 
     @classmethod
-    def from_model(cls, model: GPT, kind: Kind = "tuned", *, bias: bool = True) -> TunedLens:
-        """An untrained (zero) lens for `model`, on its device: it decodes exactly as the logit lens does."""
-        lens = cls(model.config.n_embd, model.config.n_layer, kind=kind, bias=bias)
-        return lens.to(model.device)
+    def from_model(cls, model: GPT, kind: Kind = "tuned", *, bias: bool = True,
+                   base_model_name_or_path: str | None = None) -> TunedLens:  # fmt: skip
+        """An untrained (zero) lens for `model`, on its device: it decodes exactly as the logit lens does.
+
+        Like tuned-lens, it records the hash of the model's unembedding, so a file saved from it
+        warns when it is later loaded for another model of the same shape.
+        """
+        c = model.config
+        config = TunedLensConfig(base_model_name_or_path, c.n_embd, c.n_layer, bias=bias, kind=kind,
+                                 unembed_hash=unembed_hash(model))  # fmt: skip
+        return cls(config=config).to(model.device)
+
+    # the config's fields, read-only: a lens is a value
+    kind = property(lambda self: self.config.kind)
+    d_model = property(lambda self: self.config.d_model)
+    num_layers = property(lambda self: self.config.num_hidden_layers)
+    bias = property(lambda self: self.config.bias)
+    base_model_name_or_path = property(lambda self: self.config.base_model_name_or_path)
 
     # -- what it is
 
@@ -171,24 +239,32 @@ class TunedLens(nn.Module):
         }  # fmt: skip
 
     def __repr__(self) -> str:
-        source = f", source={self.source!r}" if self.source else ""
         return (
             f"TunedLens(kind={self.kind!r}, d_model={self.d_model}, layers={self.num_layers}, "
-            f"maps={len(self.translators)}{source})"
+            f"maps={len(self.translators)})"
         )
 
     # -- decoding
 
     def check(self, config: GPTConfig | GPT) -> None:
-        """Raise LensError unless this lens was made for a model of this width and depth (a config or a model)."""
+        """Raise LensError unless this lens was made for a model of this width and depth.
+
+        Given the model itself (not just its config), also compare the hash of its unembedding with
+        the one the lens recorded, and warn (a UserWarning, as tuned-lens does) when they differ.
+        """
         c = config.config if isinstance(config, GPT) else config
         if (c.n_embd, c.n_layer) != (self.d_model, self.num_layers):
             base = f", base model {self.base_model_name_or_path}" if self.base_model_name_or_path else ""
             raise LensError(
                 f"this {self.kind} lens was made for a model with {self.num_layers} layers and n_embd "
                 f"{self.d_model}{base}, but the model has {c.n_layer} layers and n_embd {c.n_embd}: load the "
-                "lens made for this model, or train one (TunedLens.fit, or `minigpt tune`)"
+                "lens made for this model, or train one (`minigpt tune`)"
             )
+        if isinstance(config, GPT) and self.config.unembed_hash and unembed_hash(config) != self.config.unembed_hash:
+            warnings.warn(
+                "the model's unembedding hash does not match the lens' unembed_hash: this lens may have been "
+                "trained for another model of the same shape", UserWarning, stacklevel=2,
+            )  # fmt: skip
 
     def index(self, row: RowLike | int) -> int | None:
         """The map that decodes `row` (a Row or a residual index 0..L, resid[i]); None for the tuned top row."""
@@ -225,8 +301,7 @@ class TunedLens(nn.Module):
         i = self.index(row)
         if i is not None:
             h = self.translate(h, i)  # (..., T, C)
-        ln = model.ln_f
-        return F.layer_norm(h, (h.shape[-1],), ln.weight, ln.bias, ln.eps)  # (..., T, C), as the model's own ln_f
+        return model.ln_f(h)  # (..., T, C): then the model's own decoder
 
     def logits(self, model: GPT, h: Tensor, row: RowLike | int) -> Tensor:
         """decode, then the tied unembedding: h (..., T, C) -> (..., T, V)."""
@@ -237,16 +312,8 @@ class TunedLens(nn.Module):
     # -- files
 
     def config_dict(self, format: Literal["minigpt", "tuned-lens"] = "minigpt") -> dict[str, Any]:
-        """config.json's content: tuned-lens' keys (plus "kind" and "format" in minigpt's format)."""
-        config = {
-            "base_model_name_or_path": self.base_model_name_or_path, "d_model": self.d_model,
-            "num_hidden_layers": self.num_layers, "bias": self.bias,
-            "base_model_revision": self.extra_config.get("base_model_revision"),
-            "unembed_hash": self.extra_config.get("unembed_hash"), "lens_type": LENS_TYPE,
-        }  # fmt: skip
-        if format == "minigpt":
-            config.update(kind=self.kind, format="minigpt")
-        return config
+        """config.json's content (see `TunedLensConfig.to_dict`)."""
+        return self.config.to_dict(format)
 
     def state_tensors(self) -> dict[str, Tensor]:
         """The maps as float32 CPU tensors, keyed as in tuned-lens' params.pt: "{i}.weight" (C, C), "{i}.bias" (C,)."""
@@ -256,7 +323,9 @@ class TunedLens(nn.Module):
         """Write the lens into `directory`: lens.safetensors + config.json, or (format="tuned-lens")
         tuned-lens' config.json + params.pt, which tuned-lens' `TunedLens.from_model_and_pretrained` reads.
 
-        Only one format per folder, since `load` tells them apart by which file is there.
+        Only one format per folder, since `load` tells them apart by which file is there. A lens
+        without biases is written to tuned-lens' format with zero biases (and "bias": true), since
+        tuned-lens 0.2.0 fails on a file without them; it decodes the same.
         """
         if format not in ("minigpt", "tuned-lens"):
             raise LensError(f"unknown format {format!r}; use 'minigpt' (safetensors) or 'tuned-lens' (params.pt)")
@@ -272,15 +341,20 @@ class TunedLens(nn.Module):
                 f"{directory} already holds {other}, a lens in the other format; save into an empty folder "
                 "(a folder holds one lens, and `load` tells the formats apart by their files)"
             )
+        tensors, config = self.state_tensors(), self.config
+        if format == "tuned-lens" and not config.bias:
+            # tuned-lens 0.2.0 cannot build a lens without biases (it zeroes `translator.bias`, which is then
+            # None), so its format gets zero biases instead: the same maps, in a file that it loads.
+            tensors.update({f"{i}.bias": torch.zeros(self.d_model) for i in range(len(self.translators))})
+            config = replace(config, bias=True)
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            tensors = self.state_tensors()
             if format == "minigpt":
-                _atomic(directory / ours, lambda p: save_file(tensors, p, metadata={"format": "pt", "kind": self.kind}))
+                atomic_write(directory / ours, lambda p: save_file(tensors, p, metadata={"format": "pt", "kind": self.kind}))
             else:
-                _atomic(directory / ours, lambda p: torch.save(tensors, p))
-            config = json.dumps(self.config_dict(format), indent=2)
-            _atomic(directory / CONFIG_FILE, lambda p: Path(p).write_text(config + "\n", encoding="utf-8"))
+                atomic_write(directory / ours, lambda p: torch.save(tensors, p))
+            text = json.dumps(config.to_dict(format), indent=2)
+            atomic_write(directory / CONFIG_FILE, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
         except OSError as e:
             raise LensError(f"cannot write the lens into {directory}: {e}; choose another folder") from e
         return directory
@@ -289,56 +363,24 @@ class TunedLens(nn.Module):
     def load(cls, path_or_id: str | os.PathLike, model: GPT) -> TunedLens:
         """Read a lens for `model`: a folder in minigpt's format (lens.safetensors + config.json) or in
         tuned-lens' (config.json + params.pt), or a name on the tuned-lens Space ("gpt2", "gpt2-xl",
-        "openai-community/gpt2", ...), fetched through the Hugging Face cache. An existing path always wins.
+        "openai-community/gpt2", "gpt2@<revision>", ...), fetched through the Hugging Face cache.
+        A local folder wins only if it holds a lens (as in tuned-lens): a stray ./gpt2 checkpoint
+        folder does not hide the hub's gpt2 lens.
 
-        The lens is checked against the model (width, layer count) and moved to its device.
+        The lens is checked against the model (width, layer count) and moved to its device; a lens
+        whose recorded unembed_hash differs from the model's warns (UserWarning), as tuned-lens does.
         """
         files = resolve_lens(path_or_id)
-        config = read_lens_config(files.config)
-        lens = cls._from_config(config, files.config)
-        lens.source = str(path_or_id)
+        lens = cls(config=TunedLensConfig.from_dict(read_lens_config(files.config), files.config))
         lens.check(model)  # before reading the weights: a lens for another model fails fast
         state = read_safetensors_lens(files.weights) if files.weights.name == LENS_FILE else read_params_pt(files.weights)
         lens._load_tensors(state, files.weights)
         return lens.to(model.device)
 
-    @classmethod
-    def _from_config(cls, config: dict[str, Any], path: Path) -> TunedLens:
-        kind = config.get("kind", "tuned")
-        if kind not in KINDS:
-            raise CheckpointError(f"{path}: unknown lens kind {kind!r}; minigpt knows 'tuned' and 'probe'")
-        lens_type = config.get("lens_type", LENS_TYPE)
-        if lens_type != LENS_TYPE:
-            raise CheckpointError(f"{path}: lens_type {lens_type!r} is not supported; minigpt reads {LENS_TYPE!r} lenses")
-        for key in ("d_model", "num_hidden_layers"):
-            value = config.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise CheckpointError(f"{path}: {key} must be a positive integer, got {value!r}; is this a tuned lens config?")
-        bias = config.get("bias", True)
-        if not isinstance(bias, bool):
-            raise CheckpointError(f"{path}: bias must be true or false, got {bias!r}")
-        base = config.get("base_model_name_or_path")
-        extra = {k: config[k] for k in ("base_model_revision", "unembed_hash") if config.get(k) is not None}
-        return cls(config["d_model"], config["num_hidden_layers"], kind=kind, bias=bias,
-                   base_model_name_or_path=base if isinstance(base, str) else None, extra_config=extra)  # fmt: skip
-
     def _load_tensors(self, state: dict[str, Any], path: Path) -> None:
         """Copy a file's tensors into the maps, strictly: every key, the right shapes, floating point."""
         expected = {k: tuple(v.shape) for k, v in self.translators.state_dict().items()}
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        not_tensors = [k for k in expected if k in state and not isinstance(state[k], Tensor)]
-        wrong = [f"{k} {tuple(state[k].shape)} (expected {expected[k]})" for k in expected
-                 if k in state and isinstance(state[k], Tensor) and tuple(state[k].shape) != expected[k]]  # fmt: skip
-        problems = []
-        if missing:
-            problems.append("missing " + ", ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
-        if unexpected:
-            problems.append("unexpected " + ", ".join(map(str, unexpected[:6])) + (" ..." if len(unexpected) > 6 else ""))
-        if not_tensors:
-            problems.append("not tensors: " + ", ".join(not_tensors[:6]))
-        if wrong:
-            problems.append("wrong shape " + "; ".join(wrong[:6]))
+        problems = state_problems(state, expected, shown=6)
         if problems:
             n = len(self.translators)
             raise CheckpointError(
@@ -368,8 +410,11 @@ class TunedLens(nn.Module):
         window: int | None = None,
         lr: float | None = None,
         **options: Any,
-    ) -> TunedLens:
+    ) -> Fitted:
         """Train a lens on `corpus` for `model` (see `minigpt.tuned_train.fit` for every option).
+
+        Returns the lens with a separate report of the run: `lens, report = TunedLens.fit(...)`
+        (`report.losses` per step and map, `report.settings` the run's settings).
 
         kind "tuned" minimises KL(p_final ‖ p_lens), averaged over tokens and summed over rows;
         "probe" the cross-entropy against the input token. tuned-lens' recipe: SGD with Nesterov
@@ -394,13 +439,6 @@ class TunedLens(nn.Module):
         return evaluate(self, model, corpus, tokenizer=tokenizer, **options)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file and rename it, so an interrupted save leaves the old file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------
 # Reading the files
 
@@ -413,10 +451,8 @@ class LensFiles:
     weights: Path
 
 
-def local_lens_files(folder: Path) -> LensFiles:
-    """A folder's lens files, in whichever format it holds."""
-    if folder.is_file():  # a path to one of the files: use its folder
-        folder = folder.parent
+def lens_files_in(folder: Path) -> LensFiles | None:
+    """The lens files a folder holds, in whichever format; None if it holds no lens at all."""
     ours, theirs, config = folder / LENS_FILE, folder / PARAMS_FILE, folder / CONFIG_FILE
     if ours.is_file() and theirs.is_file():
         raise CheckpointError(
@@ -424,23 +460,21 @@ def local_lens_files(folder: Path) -> LensFiles:
         )
     weights = ours if ours.is_file() else theirs if theirs.is_file() else None
     if weights is None:
-        raise CheckpointError(
-            f"{folder} holds no lens: expected {LENS_FILE} + {CONFIG_FILE} (minigpt's format, written by lens.save) "
-            f"or {CONFIG_FILE} + {PARAMS_FILE} (tuned-lens' format); train one with `minigpt tune` or give a hub name like 'gpt2'"
-        )
+        return None
     if not config.is_file():
         raise CheckpointError(f"{folder} has {weights.name} but no {CONFIG_FILE}; a lens needs both (copy its config.json beside it)")
     return LensFiles(config, weights)
 
 
+def no_lens_message(folder: Path) -> str:
+    return (
+        f"{folder} holds no lens: expected {LENS_FILE} + {CONFIG_FILE} (minigpt's format, written by lens.save) "
+        f"or {CONFIG_FILE} + {PARAMS_FILE} (tuned-lens' format); train one with `minigpt tune` or give a hub name like 'gpt2'"
+    )
+
+
 def read_lens_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}; it should be the lens's JSON config") from e
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object; it should be the lens's config")
-    return config
+    return read_json_object(path, "the lens's JSON config", CheckpointError)
 
 
 def read_safetensors_lens(path: Path) -> dict[str, Tensor]:
@@ -507,64 +541,70 @@ def space_repo() -> tuple[str, str]:
 
 
 def resolve_lens(path_or_id: str | os.PathLike) -> LensFiles:
-    """An existing path, else a name on the tuned-lens Space (downloaded into the HF cache)."""
+    """A lens's files: a local folder (or one of its files) that holds a lens, else a name on the tuned-lens Space.
+
+    As in tuned-lens, a local folder wins only if it holds the lens files: a folder named like a
+    hub name that holds something else (a `./gpt2` checkpoint, say) is passed over for the hub.
+    A name shaped like a path (`./lenses/x`, `/tmp/x`, `~/x`, `x.pt`) that does not exist is named as such.
+    """
     path = Path(path_or_id).expanduser()
-    if path.exists():
-        return local_lens_files(path)
     name = str(path_or_id)
-    if not LENS_NAME.match(name) or name.endswith((".pt", ".safetensors", ".json")):
+    if path.is_file():
+        if path.name not in (LENS_FILE, PARAMS_FILE, CONFIG_FILE):
+            raise LensError(
+                f"{name} is a file, not a lens: pass the folder that holds {CONFIG_FILE} and {LENS_FILE} "
+                f"(or {PARAMS_FILE}), or a hub name like 'gpt2'"
+            )
+        path = path.parent
+    if path.is_dir():
+        files = lens_files_in(path)
+        if files is not None:
+            return files
+        if path_shaped(name) or not LENS_NAME.match(name):
+            raise CheckpointError(no_lens_message(path))
+    elif path_shaped(name):
+        raise LensError(f"{name} does not exist (nothing at {path.absolute()}); give the folder of a lens "
+                        "(written by `minigpt tune` or lens.save), or a hub name like 'gpt2'")  # fmt: skip
+    base, revision = split_revision(name) if "@" in name else (name, None)
+    if not LENS_NAME.match(base):
         raise LensError(
             f"no lens at {name!r}: it is not an existing folder, nor a name on the tuned-lens Space "
             "(e.g. 'gpt2', 'gpt2-xl', 'openai-community/gpt2'); train one with `minigpt tune` and pass its folder"
         )
-    return hub_lens_files(lens_id(name))
+    return hub_lens_files(base, revision)
 
 
-def hub_lens_files(resource: str) -> LensFiles:
-    """Fetch `lens/<resource>/` of the tuned-lens Space into the standard HF cache, or find it there.
+def path_shaped(name: str) -> bool:
+    """Whether a lens name was meant as a local path (a hub name never starts with '.', '/' or '~')."""
+    return name.startswith((".", "/", "~", "\\")) or "\\" in name or name.endswith((".pt", ".safetensors", ".json"))
 
-    The same rules as checkpoints (minigpt.load.hub_download): HF_HUB_OFFLINE, HF_ENDPOINT and
-    HF_HOME are honoured, and when the hub does not answer a quick probe only the cache is read.
-    config.json comes first: its "format" says which weights file to fetch.
+
+def hub_lens_files(name: str, revision: str | None = None) -> LensFiles:
+    """Fetch `lens/<name>/` of the tuned-lens Space into the standard HF cache, or find it there.
+
+    The name goes to the hub as given, except minigpt's preset hub ids, which the Space files under
+    the bare OpenAI names (`lens_id`); a missing folder says so. config.json comes first: its
+    "format" says which weights file to fetch.
     """
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    from .load import hub_reachable
+    from .sources import hub_file, hub_offline, hub_reachable
 
     repo_id, repo_type = space_repo()
+    resource = lens_id(name)
     folder = f"{SPACE_FOLDER}/{resource}"
-    where = f"{folder}/ of the {repo_type} {repo_id}"
-    offline = constants.HF_HUB_OFFLINE
-    cache_only = offline or not hub_reachable()
+    mapped = f" (minigpt looks for {name!r} under {folder}/, the Space's folder for that model)" if resource != name else ""
+    cache_only = hub_offline() or not hub_reachable()
+    offline_hint = (
+        f"{mapped.strip() + '; ' if mapped else ''}on a machine with network, download https://huggingface.co/spaces/{SPACE_REPO_ID}/tree/main/{folder} "
+        "(config.json and params.pt) and pass their folder instead of the name"
+    )
+    missing_hint = (
+        f"there is no lens {name!r}{mapped}; see https://huggingface.co/spaces/{SPACE_REPO_ID}/tree/main/{SPACE_FOLDER} "
+        "for the published ones, or train one with `minigpt tune` (check TUNED_LENS_REPO_ID if you set it)"
+    )
 
     def fetch(filename: str) -> Path:
-        try:
-            return Path(hf_hub_download(repo_id, filename, subfolder=folder, repo_type=repo_type,
-                                        local_files_only=cache_only))  # fmt: skip
-        except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
-            raise HubError(f"the hub has no accessible {repo_type} {repo_id!r} ({type(e).__name__}); check TUNED_LENS_REPO_ID") from e
-        except LocalEntryNotFoundError as e:
-            why = "HF_HUB_OFFLINE is set" if offline else f"the hub ({constants.ENDPOINT}) cannot be reached"
-            raise HubError(
-                f"cannot get {filename} of {where}: {why} and it is not in the cache; on a machine with network, "
-                f"download https://huggingface.co/spaces/{SPACE_REPO_ID}/tree/main/{folder} (config.json and "
-                "params.pt) and pass their folder instead of the name, or set HF_ENDPOINT to a mirror"
-            ) from e
-        except EntryNotFoundError as e:
-            raise HubError(
-                f"there is no lens {resource!r} ({where} has no {filename}); see "
-                f"https://huggingface.co/spaces/{SPACE_REPO_ID}/tree/main/{SPACE_FOLDER} for the published ones, "
-                "or train one with `minigpt tune`"
-            ) from e
-        except OSError as e:  # a network error mid-download, a full disk, ...
-            raise HubError(f"downloading {filename} of {where} failed: {e}; try again, or pass a local folder") from e
+        return hub_file(repo_id, filename, repo_type=repo_type, revision=revision, subfolder=folder,
+                        cache_only=cache_only, offline_hint=offline_hint, missing_hint=missing_hint)  # type: ignore[return-value]
 
     config = fetch(CONFIG_FILE)
     weights_name = LENS_FILE if read_lens_config(config).get("format") == "minigpt" else PARAMS_FILE

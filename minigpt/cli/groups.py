@@ -72,7 +72,7 @@ def default_model() -> str:
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        from ..load import HUB_REPOS
+        from ..sources import HUB_REPOS
 
         if isinstance(try_to_load_from_cache(HUB_REPOS["gpt2"], "model.safetensors"), str):
             return "gpt2"
@@ -183,12 +183,12 @@ class Decoding:
         import torch
 
         from ..errors import LensError
-        from ..tuned import TunedLens, read_lens_config, resolve_lens
+        from ..tuned import TunedLens, TunedLensConfig, read_lens_config, resolve_lens
 
         for spec in self.lenses():
             files = resolve_lens(spec)  # a missing lens fails here, at run time (exit 1)
-            with torch.device("meta"):  # the lens's shape without its memory
-                lens = TunedLens._from_config(read_lens_config(files.config), files.config)
+            with torch.device("meta"):  # the lens's own check, on its shape without its memory
+                lens = TunedLens(config=TunedLensConfig.from_dict(read_lens_config(files.config), files.config))
             try:
                 lens.check(config)
             except LensError:

@@ -114,9 +114,8 @@ def run(job: Job, given: frozenset[str]) -> int:
         window=job.text.window, lr=job.lr, batch_size=job.batch_size, out=out, resume=out if job.resume else None,
         save_every=job.save_every, base_model_name_or_path=name, progress=True,
     )  # fmt: skip
-    # fit returns (lens, report) now; before issue 13 it returned the lens with fit_config on it.
-    lens, report = fitted if isinstance(fitted, tuple) else (fitted, None)
-    window = (report.settings if report is not None else lens.fit_config)["window"]
+    lens, report = fitted  # the lens, and the run's losses and settings
+    window = report.settings["window"]
     if distributed.is_main():
         note(f"tune: wrote {out} (use it with --lens {out})")
     if not len(held_out):
