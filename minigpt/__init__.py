@@ -30,6 +30,7 @@ from .errors import (
 # Public name -> the module that defines it.
 _LAZY = {
     "AttentionPatterns": ".attention", "attention_patterns": ".attention",
+    "Attribution": ".attribution", "attribute": ".attribution",
     "generate": ".generate",
     "DECODERS": ".lens", "CorpusResult": ".lens", "Decoder": ".lens", "LensResult": ".lens", "ResidualParts": ".lens",
     "Row": ".lens", "evaluate_lens": ".lens", "logit_lens": ".lens", "residual_parts": ".lens",
@@ -77,7 +78,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
-    "TunedLens",
+    "TunedLens", "attribute", "Attribution",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",

@@ -306,6 +306,7 @@ def lens_html(
     kl_max: float = 10.0,
     scale: tuple[float, float] | None = None,
     title: str | None = None,
+    attribution: dict[str, Any] | None = None,
 ) -> str:
     """The lens as one self-contained HTML page (a str; write it to a `.html` file and open it anywhere).
 
@@ -320,6 +321,8 @@ def lens_html(
       compare the same scale. The legend shows the range either way.
     attention: `minigpt.attention_patterns(model, ids, ...)` on the same tokens, to show which
       earlier tokens each position reads, per block and head.
+    attribution: `minigpt.attribution.report_attribution(model, ids, result)`: clicking a cell (or Enter)
+      opens its top components writing that row's top-1 (report_attribution.js).
     """
     if isinstance(max_positions, bool) or not isinstance(max_positions, numbers.Integral) or max_positions < 1:
         raise LensError(f"max_positions must be a positive integer, got {max_positions!r}")
@@ -336,6 +339,10 @@ def lens_html(
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(views)}")
     payload = _payload(data, views, metric, title, None if attention is None else _attention(data, attention))
     script, style = _asset("report.js"), _asset("report.css")
+    # -- the attribution panel (minigpt/attribution.py): its data, and its script after the report's own
+    if attribution is not None:
+        payload["attribution"] = attribution
+        script += "\n" + _asset("report_attribution.js")
     # The policy names the page's only script and style sheet by hash: nothing else may run,
     # load or connect, whatever a token's text holds.
     policy = (

@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .errors import InputError, TrainError
+from .files import atomic_write
 from .model import GPT, GPTConfig
 from .progress import progress_bar
 from .settings import flags, setting
@@ -490,13 +491,6 @@ def check_out_dir(out_dir: Path, state_dir: Path, resume: bool, names: Mapping[s
             f"{out_dir} already holds a model: continue its run with {name['resume']}, or choose another "
             "output directory (or delete it)"
         )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file, so an interrupted save never leaves a half-written file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: GPT, out_dir: Path, dtype: torch.dtype) -> None:

@@ -45,10 +45,12 @@ from .lens import LnF, evaluate_lens
 from .model import GPT
 from .tokenizer import EOT_ID
 from .files import atomic_write
-from .tuned import CONFIG_FILE, KINDS, Kind, TunedLens, read_lens_config
+from .tuned_files import CONFIG_FILE, KINDS, Kind, read_lens_config
 
 if TYPE_CHECKING:
     import tiktoken
+
+    from .tuned import TunedLens  # for the types only: TunedLens.fit calls in here, so this file never imports it
 
 STATE_FILE = "train_state.safetensors"  # momentum buffers and the data order
 STATE_JSON = "train_state.json"  # the step, the run's settings, the corpus fingerprint, the losses
@@ -194,6 +196,7 @@ def frozen(model: GPT) -> Iterator[None]:
 
 
 def fit(
+    lens_class: type[TunedLens],
     model: GPT,
     corpus: str | Tensor | Sequence[int] | Sequence[str],
     *,
@@ -217,6 +220,8 @@ def fit(
     base_model_name_or_path: str | None = None,
 ) -> Fitted:
     """Train a tuned lens (kind="tuned") or an input probe (kind="probe") for `model` on all of `corpus`.
+
+    Call it as `TunedLens.fit(model, corpus, ...)`; `lens_class` is the class whose lens it trains.
 
     corpus: a text (with `tokenizer=`), token ids, or an iterable of texts. It is cut into
       consecutive windows of `window` tokens (default: the model's context); a shorter tail is left
@@ -268,7 +273,7 @@ def fit(
 
     if saved is not None and base_model_name_or_path is None:  # a resumed run keeps the base model's name
         base_model_name_or_path = read_lens_config(Path(resume) / CONFIG_FILE).get("base_model_name_or_path")  # type: ignore[arg-type]
-    lens = TunedLens.from_model(model, config.kind, base_model_name_or_path=base_model_name_or_path)
+    lens = lens_class.from_model(model, config.kind, base_model_name_or_path=base_model_name_or_path)
     params = [p for p in lens.parameters()]
     for p in params:
         p.grad = torch.zeros_like(p)  # every rank sums real tensors, even one whose share of a step is empty
@@ -439,7 +444,7 @@ def _restore(saved: dict, folder: Path, model: GPT, lens: TunedLens, opt: torch.
             f"now, {saved['corpus']['n_tokens']} then, or the same count with other tokens); use the same text, "
             "tokenizer, window and val_fraction"
         )
-    loaded = TunedLens.load(folder, model)
+    loaded = type(lens).load(folder, model)
     if loaded.kind != lens.kind:
         raise LensError(f"{folder} holds a {loaded.kind} lens, but its training state says {lens.kind}")
     lens.load_state_dict(loaded.state_dict())

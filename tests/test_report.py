@@ -29,6 +29,7 @@ import minigpt
 from minigpt import AttentionPatterns, InputError, LensError, LensResult, attention_patterns
 from minigpt.cli import main
 from minigpt.display import display_token
+from minigpt.testing import row_structure
 from minigpt.report import MAX_POSITIONS, TOP, VIEWS, colour_table, lens_html, notebook_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def synthetic_result(
     id_text = {int(i): letters[e - n : e] for i, e, n in zip(used, ends, np.diff(ends, prepend=0))}
     nan_last = lambda a: np.where(np.arange(T) == T - 1, np.nan, a).astype(np.float32)  # noqa: E731
     return LensResult(
-        labels=labels, decoder="ln_f", token_ids=token_ids, next_ids=next_ids, final_ids=final_ids,
+        labels=labels, **row_structure(labels), decoder="ln_f", token_ids=token_ids, next_ids=next_ids, final_ids=final_ids,
         top_ids=top_ids, top_logits=np.sort(rng.uniform(-10, 30, (R, T, k)), -1)[..., ::-1].astype(np.float32),
         top_probs=probs, logit_final=f(-5, 5), prob_final=f(0, 1), rank_final=ranks(),
         logit_next=nan_last(f(-5, 5)), prob_next=nan_last(f(0, 1)), rank_next=np.where(np.arange(T) == T - 1, -1, ranks()),

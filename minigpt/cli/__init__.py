@@ -39,7 +39,8 @@ COMMANDS = {
     "download": ("download", "fetch a checkpoint from the hub into a directory"),
     "train": ("train", "train a small GPT-2 from scratch on a text file"),
     "tune": ("tune", "train a tuned lens (or an input probe) for a model on a text"),
-    "attribute": ("..attribute_cli", None),  # its own module (add_parser, run), when it exists
+    # Its own module, outside this package (another engineer's); registered here like the others.
+    "attribute": ("..attribute_cli", "which components wrote a token's logit (direct logit attribution)"),
 }
 
 MAIN_DESCRIPTION = f"""\
@@ -64,15 +65,10 @@ examples:
 """
 
 
-def command_module(name: str) -> ModuleType | None:
-    """The module of command `name` (imported now), or None for an optional command that is absent."""
+def command_module(name: str) -> ModuleType:
+    """The module of command `name`, imported now (only the command that runs is imported)."""
     module = COMMANDS[name][0]
-    try:
-        return importlib.import_module(module if module.startswith(".") else f".{module}", __name__)
-    except ModuleNotFoundError as e:
-        if COMMANDS[name][1] is None and e.name and e.name.endswith(module.lstrip(".")):
-            return None
-        raise
+    return importlib.import_module(module if module.startswith(".") else f".{module}", __name__)
 
 
 def add_command(commands: argparse._SubParsersAction, name: str, module: ModuleType) -> None:
@@ -81,9 +77,8 @@ def add_command(commands: argparse._SubParsersAction, name: str, module: ModuleT
                                      epilog=module.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         add_settings(parser, module.Job)
         parser.set_defaults(run=lambda args: module.run(*settings_from(module.Job, args)))
-    else:  # a command written with argparse directly (add_parser(subparsers), run(args))
+    else:  # `minigpt attribute` is written with argparse directly: add_parser(subparsers) sets its run(args)
         module.add_parser(commands)
-        commands.choices[name].set_defaults(run=module.run)
 
 
 def build_parser(only: str | None = None) -> Parser:
@@ -95,12 +90,9 @@ def build_parser(only: str | None = None) -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_line) in COMMANDS.items():
         if only is not None and name != only:
-            if help_line is not None:
-                commands.add_parser(name, help=help_line, add_help=False)
+            commands.add_parser(name, help=help_line, add_help=False)  # listed in --help, built when it runs
             continue
-        module = command_module(name)
-        if module is not None:
-            add_command(commands, name, module)
+        add_command(commands, name, command_module(name))
     for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser

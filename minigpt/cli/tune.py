@@ -79,7 +79,8 @@ def saved_run(out: Path) -> dict | None:
 def run(job: Job, given: frozenset[str]) -> int:
     from . import load, load_config
     from .. import distributed
-    from ..tuned_train import STATE_JSON, corpus_ids, evaluate, fit, split_holdout
+    from ..tuned import TunedLens
+    from ..tuned_train import STATE_JSON, corpus_ids, evaluate, split_holdout
     from .args import check_settings
 
     out = job.out
@@ -109,7 +110,7 @@ def run(job: Job, given: frozenset[str]) -> int:
     if distributed.is_main():
         note(f"tune: {plural(len(ids), 'token')}: training on {len(train):,}, holding out {len(held_out):,}"
              + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
-    fitted = fit(
+    fitted = TunedLens.fit(
         model, train, kind=job.kind, steps=job.steps, tokens_per_step=job.tokens_per_step, seed=job.seed,
         window=job.text.window, lr=job.lr, batch_size=job.batch_size, out=out, resume=out if job.resume else None,
         save_every=job.save_every, base_model_name_or_path=name, progress=True,

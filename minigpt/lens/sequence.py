@@ -40,7 +40,6 @@ def logit_lens(
     resid: Tensor | None = None,
     matmul: Matmul = "exact",
     chunk_size: int | None = None,
-    onednn: bool | None = None,
 ) -> LensResult:
     """Decode the residual stream after every block of `model` on one sequence.
 
@@ -62,7 +61,6 @@ def logit_lens(
       (bf16 matmuls for the rows, float32 statistics, fp32 references; fast only with bf16 units).
     chunk_size: positions decoded at once (default: about 1536 / rows, so each chunk's matmul has
       about 1536 rows); extra memory is about (rows + 8) * chunk_size * V floats, 0.4 GB by default.
-    onednn: deprecated; use matmul="onednn".
 
     >>> lens = logit_lens(model, "The dog", tokenizer=tok)
     >>> lens.top_ids.shape   # (rows, positions, k)
@@ -70,7 +68,7 @@ def logit_lens(
     # -- check
     dec = as_decoder(decoder, last_blocks)
     dec.check(model.config)
-    mode = resolve_matmul(matmul, onednn, model)
+    mode = resolve_matmul(matmul, model)
     L, V = model.config.n_layer, model.config.vocab_size
     if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= V):
         raise LensError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
