@@ -21,7 +21,6 @@ import itertools
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..progress import progress_bar
 from ..errors import InputError, LensError
 from ..model import GPT
 from . import _stream
@@ -109,7 +109,7 @@ def evaluate_lens(
     # -- windows, then per batch: stream, decode, statistics
     sums = _Sums(len(decs), len(rows), model.device)
     n_bytes, n_windows = 0, 0
-    bar = _progress_bar(progress, total)
+    bar = progress_bar(total=total, desc="evaluate_lens", unit="token", unit_scale=True, show=progress)
     try:
         for batch in _batches(_my_windows(_windows(pieces, window, max_tokens)), batch_size):
             idx = batch.to(model.device)  # (B, T)
@@ -262,15 +262,6 @@ def _byte_lengths(tokenizer: tiktoken.Encoding) -> Tensor:
         except KeyError:
             lengths.append(0)
     return torch.tensor(lengths, dtype=torch.int64)
-
-
-def _progress_bar(progress: bool | None, total: int | None) -> Any:
-    from tqdm import tqdm  # comes with huggingface_hub
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = progress and distributed.is_main()  # under torchrun, one bar
-    return tqdm(total=total, unit="tok", unit_scale=True, desc="evaluate_lens", disable=not show, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------
