@@ -2,6 +2,7 @@
 
 - `atomic_write`: write through a temporary file and rename it, so an interrupted save leaves the
   old file whole, and the new file gets the user's umask (0644 for most), like any other file.
+- `check_writable`: a run's output folder is writable, checked before the run starts.
 - `read_json_object`: a JSON config file, with an error that names the file and what it should be.
 - `state_problems`: the strict comparison of a file's tensors with the ones a module expects.
 """
@@ -31,6 +32,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def check_writable(folder: str | os.PathLike, error: type[MinigptError], what: str = "the output") -> None:
+    """Make `folder` (and its parents) and write a file there, so a long run learns before its first
+    step, not after its last, that it cannot save."""
+    folder = Path(folder)
+    probe = folder / ".minigpt-write-check"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise error(f"cannot write {what} into {folder}: {e.strerror or e}; choose a folder you can write to") from e
 
 
 def read_json_object(path: str | os.PathLike, what: str, error: type[MinigptError]) -> dict[str, Any]:

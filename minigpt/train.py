@@ -45,7 +45,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .errors import InputError, TrainError
-from .files import atomic_write
+from .files import atomic_write, check_writable
+from .interrupt import Interrupted, save_on_interrupt
 from .model import GPT, GPTConfig
 from .progress import progress_bar
 from .settings import flags, setting
@@ -221,7 +222,8 @@ def train(
         save_train_state(state_dir, model, optimizer, data_rng, run, (clock(), cpu_clock()), settings, corpus.sha256)
 
     resume_name = (names or {}).get("resume", "resume=True")
-    train_loop(model, optimizer, train_ids, val_windows, data_rng, run, settings, save, unigram, progress, resume_name)
+    train_loop(model, optimizer, train_ids, val_windows, data_rng, run, settings, save, unigram, progress, resume_name,
+               out_dir)  # fmt: skip
     if not run.history or run.history[-1].step != run.step:  # resumed a run that had already finished
         run.history.append(evaluation(model, val_windows, run, settings))
     save()
@@ -253,29 +255,42 @@ class Progress:
 
 def train_loop(model: GPT, optimizer: torch.optim.AdamW, train_ids: Tensor, val_windows: Tensor,
                data_rng: torch.Generator, run: Progress, settings: TrainSettings, save, unigram: float,
-               show: bool | None, resume_name: str = "resume=True") -> None:  # fmt: skip
+               show: bool | None, resume_name: str = "resume=True", out_dir: Path | None = None) -> None:  # fmt: skip
     """Steps run.step .. settings.steps - 1; evaluate every `eval_every` and at the end; save every `save_every`."""
     saved = run.step
     bar = progress_bar(total=settings.steps, initial=run.step, show=show, desc="train", unit="step")
     try:
-        for step in range(run.step, settings.steps):
-            batch = sample_batch(train_ids, settings, data_rng, model.device)
-            run.losses.append(train_step(model, optimizer, batch, step, settings))
-            run.step = step + 1
-            bar.update(1)
-            bar.set_postfix_str(f"loss {run.losses[-1]:.3f}", refresh=False)
-            if run.step % settings.eval_every == 0 or run.step == settings.steps:
-                run.history.append(evaluation(model, val_windows, run, settings))
-                last, since = run.history[-1], run.history[-2].step if len(run.history) > 1 else 0
-                logger.info("step %d/%d: train loss %.3f (mean of steps %d-%d), val loss %.3f (unigram baseline %.3f)",
-                            run.step, settings.steps, last.train_loss, since + 1, run.step, last.val_loss, unigram)  # fmt: skip
-            if run.step % settings.save_every == 0 and run.step < settings.steps:
-                save()
-                saved = run.step
+        with save_on_interrupt() as interrupted:
+            for step in range(run.step, settings.steps):
+                if interrupted():  # Ctrl-C during the last step: it is whole, so save it and stop
+                    save()
+                    raise Interrupted(
+                        f"interrupted after step {run.step} of {settings.steps}: saved the model and its training "
+                        f"state in {out_dir}; continue it with {resume_name}",
+                        step=run.step, total=settings.steps, out=out_dir,
+                    )  # fmt: skip
+                batch = sample_batch(train_ids, settings, data_rng, model.device)
+                run.losses.append(train_step(model, optimizer, batch, step, settings))
+                run.step = step + 1
+                bar.update(1)
+                bar.set_postfix_str(f"loss {run.losses[-1]:.3f}", refresh=False)
+                if run.step % settings.eval_every == 0 or run.step == settings.steps:
+                    run.history.append(evaluation(model, val_windows, run, settings))
+                    last, since = run.history[-1], run.history[-2].step if len(run.history) > 1 else 0
+                    logger.info("step %d/%d: train loss %.3f (mean of steps %d-%d), val loss %.3f (unigram baseline %.3f)",
+                                run.step, settings.steps, last.train_loss, since + 1, run.step, last.val_loss, unigram)  # fmt: skip
+                if run.step % settings.save_every == 0 and run.step < settings.steps:
+                    save()
+                    saved = run.step
+    except Interrupted:
+        raise
     except KeyboardInterrupt:
-        # Nothing is saved now: the interrupt may have landed in the middle of an optimizer step.
-        logger.warning("interrupted at step %d; the run was last saved at step %d: continue it with %s",
-                       run.step, saved, resume_name)  # fmt: skip
+        # A second Ctrl-C: nothing is saved now, since it may have landed in the middle of an optimizer step.
+        if saved:
+            logger.warning("stopped at step %d; the run was last saved at step %d: continue it with %s",
+                           run.step, saved, resume_name)  # fmt: skip
+        else:
+            logger.warning("stopped at step %d, before anything was saved: nothing to resume", run.step)
         raise
     finally:
         bar.close()
@@ -494,6 +509,7 @@ def check_out_dir(out_dir: Path, state_dir: Path, resume: bool, names: Mapping[s
             f"{out_dir} already holds a model: continue its run with {name['resume']}, or choose another "
             "output directory (or delete it)"
         )
+    check_writable(out_dir, TrainError, "the model")
 
 
 def save_checkpoint(model: GPT, out_dir: Path, dtype: torch.dtype) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import json
 import math
 import os
@@ -44,7 +45,8 @@ from .errors import CheckpointError, InputError, LensError
 from .lens import LnF, evaluate_lens
 from .model import GPT
 from .tokenizer import EOT_ID
-from .files import atomic_write
+from .files import atomic_write, check_writable
+from .interrupt import Interrupted, save_on_interrupt
 from .tuned_files import CONFIG_FILE, KINDS, Kind, read_lens_config
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
     from .tuned import TunedLens  # for the types only: TunedLens.fit calls in here, so this file never imports it
 
+logger = logging.getLogger(__name__)
 STATE_FILE = "train_state.safetensors"  # momentum buffers and the data order
 STATE_JSON = "train_state.json"  # the step, the run's settings, the corpus fingerprint, the losses
 MICRO_BATCH_TOKENS = 1024  # tokens per forward pass by default: a few (tokens, V) float tensors stay under 1 GB
@@ -263,6 +266,8 @@ def fit(
     out = Path(out) if out is not None else (Path(resume) if resume is not None else None)
     if out is not None and out.exists() and not out.is_dir():
         raise LensError(f"cannot save the lens into {out}: it is a file; give a folder")
+    if out is not None and distributed.is_main():
+        check_writable(out, LensError, "the lens")  # before the first step, not after the last
 
     ids = corpus_ids(corpus, tokenizer, model.config.vocab_size)
     n_windows = len(ids) // W
@@ -287,26 +292,52 @@ def fit(
     stop = min(stop_after or config.steps, config.steps)
     per_step = math.ceil(config.tokens_per_step / W)
     use_autocast = model.device.type == "cuda" if autocast is None else autocast
-    bar = progress_bar(range(start, stop), show=progress, desc=f"fit {config.kind} lens", total=stop - start)
-    for step in bar:
-        step_windows = order.take(per_step)  # (per_step,): the same on every rank
-        mine = step_windows[distributed.shard(per_step)]
-        row_loss = _accumulate_step(lens, model, windows[mine], per_step * W, config.kind, batch_size, use_autocast)
-        distributed.all_reduce_grads(params)
-        distributed.all_reduce_sum(row_loss)
-        torch.nn.utils.clip_grad_norm_(params, config.clip)  # once per step, after every row's backward
-        for group in opt.param_groups:
-            group["lr"] = config.lr * (1 - step / config.steps)  # linear decay to 0, no warm-up
-        opt.step()
-        opt.zero_grad(set_to_none=False)
-        losses.append([round(float(x), 6) for x in row_loss])
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{float(row_loss.sum()):.4f}")
-        if out is not None and save_every is not None and (step + 1) % save_every == 0 and step + 1 < stop:
-            _save_run(out, lens, opt, order, config, step + 1, fingerprint, losses)
+    if start and distributed.is_main():
+        logger.info("resuming at step %d of %d", start, config.steps)
+    bar = progress_bar(range(start, stop), show=progress, desc=f"fit {config.kind} lens", total=stop, initial=start)
+    with save_on_interrupt() as interrupted:
+        for step in bar:
+            if _stop_requested(interrupted(), model.device):  # after a whole step: save it, then stop
+                if out is not None:
+                    _save_run(out, lens, opt, order, config, step, fingerprint, losses)
+                saved = f"saved the lens and its training state in {out}; continue it with resume={str(out)!r}"
+                raise Interrupted(f"interrupted after step {step} of {config.steps}: "
+                                  + (saved if out is not None else "nothing saved (no out= folder)"),
+                                  step=step, total=config.steps, out=out)  # fmt: skip
+            _fit_step(lens, model, params, opt, order, windows, per_step, W, config, step, batch_size, use_autocast,
+                      losses, bar)  # fmt: skip
+            if out is not None and save_every is not None and (step + 1) % save_every == 0 and step + 1 < stop:
+                _save_run(out, lens, opt, order, config, step + 1, fingerprint, losses)
     if out is not None:
         _save_run(out, lens, opt, order, config, max(stop, start), fingerprint, losses)
     return Fitted(lens, FitReport(losses=losses, settings=asdict(config)))
+
+
+def _stop_requested(pressed: bool, device: torch.device) -> bool:
+    """Whether to stop now: Ctrl-C here, or on any rank under torchrun (all ranks stop at the same step)."""
+    if distributed.world_size() == 1:
+        return pressed
+    flag = torch.tensor([float(pressed)], device=device)
+    return bool(distributed.all_reduce_sum(flag).item() > 0)
+
+
+def _fit_step(lens: TunedLens, model: GPT, params: list, opt: torch.optim.Optimizer, order: WindowOrder,
+              windows: Tensor, per_step: int, W: int, config: TrainConfig, step: int, batch_size: int,
+              use_autocast: bool, losses: list, bar: Any) -> None:  # fmt: skip
+    """One step of tuned-lens' recipe: this rank's share of the step's windows, summed gradients, clip, SGD."""
+    step_windows = order.take(per_step)  # (per_step,): the same on every rank
+    mine = step_windows[distributed.shard(per_step)]
+    row_loss = _accumulate_step(lens, model, windows[mine], per_step * W, config.kind, batch_size, use_autocast)
+    distributed.all_reduce_grads(params)
+    distributed.all_reduce_sum(row_loss)
+    torch.nn.utils.clip_grad_norm_(params, config.clip)  # once per step, after every row's backward
+    for group in opt.param_groups:
+        group["lr"] = config.lr * (1 - step / config.steps)  # linear decay to 0, no warm-up
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    losses.append([round(float(x), 6) for x in row_loss])
+    if hasattr(bar, "set_postfix"):
+        bar.set_postfix(loss=f"{float(row_loss.sum()):.4f}")
 
 
 def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int, kind: str, batch_size: int,

@@ -215,7 +215,7 @@ def test_resume_refuses_other_settings_or_text(tmp_path: Path, short_text: str) 
         minigpt.train(short_text, tmp_path / "run", **dict(settings, n_embd=32), resume=True, progress=False)
     with pytest.raises(TrainError, match=r"this text differs from the one it trained on"):
         minigpt.train(short_text + "\nMore.", tmp_path / "run", **settings, resume=True, progress=False)
-    with pytest.raises(TrainError, match=r"already holds a model.*--resume"):
+    with pytest.raises(TrainError, match=r"already holds a model: continue its run with resume=True"):
         minigpt.train(short_text, tmp_path / "run", **settings, progress=False)
 
 

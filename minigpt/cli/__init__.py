@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Sequence
@@ -142,8 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, or argparse's one-line usage error
         return e.code if isinstance(e.code, int) else 2
+    from ..interrupt import Interrupted
+
+    notices = logging.StreamHandler(sys.stderr)  # the first Ctrl-C's "finishing this step" notice
+    notices.setFormatter(logging.Formatter(f"minigpt {args.command}: %(message)s"))
+    logging.getLogger("minigpt.interrupt").addHandler(notices)
     try:
         return args.run(args)
+    except Interrupted as e:  # Ctrl-C in train or tune: the step finished and the run was saved
+        where = f"saved in {e.out}; continue it with --resume" if e.out is not None else "nothing was saved"
+        print(f"minigpt {args.command}: interrupted after step {e.step} of {e.total}: {where}", file=sys.stderr)
+        return 130
     except UsageError as e:
         print(f"minigpt {args.command}: error: {one_line(e)} (see 'minigpt {args.command} --help')", file=sys.stderr)
         return e.code
@@ -160,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"minigpt: error: {type(e).__name__}: {one_line(e)} (minigpt --debug ... shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        logging.getLogger("minigpt.interrupt").removeHandler(notices)
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +112,19 @@ def run(job: Job, given: frozenset[str]) -> int:
     if distributed.is_main():
         note(f"tune: {plural(len(ids), 'token')}: training on {len(train):,}, holding out {len(held_out):,}"
              + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
-    fitted = TunedLens.fit(
-        model, train, kind=job.kind, steps=job.steps, tokens_per_step=job.tokens_per_step, seed=job.seed,
-        window=job.text.window, lr=job.lr, batch_size=job.batch_size, out=out, resume=out if job.resume else None,
-        save_every=job.save_every, base_model_name_or_path=name, progress=True,
-    )  # fmt: skip
+    log = logging.getLogger("minigpt.tuned_train")  # "resuming at step 10 of 30"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tune: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        fitted = TunedLens.fit(
+            model, train, kind=job.kind, steps=job.steps, tokens_per_step=job.tokens_per_step, seed=job.seed,
+            window=job.text.window, lr=job.lr, batch_size=job.batch_size, out=out, resume=out if job.resume else None,
+            save_every=job.save_every, base_model_name_or_path=name, progress=True,
+        )  # fmt: skip
+    finally:
+        log.removeHandler(handler)
     lens, report = fitted  # the lens, and the run's losses and settings
     window = report.settings["window"]
     if distributed.is_main():
