@@ -327,6 +327,7 @@ def lens_memory(tokens: int) -> int:
     return m["peak"] - m["base"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc")
 def test_memory_stays_flat_when_the_corpus_grows_tenfold():
     """Peak RSS above the model and one forward pass, for 256 and 2560 tokens of a model with

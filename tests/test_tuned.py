@@ -693,6 +693,7 @@ def agree(one: dict, two: dict, n_tokens: int) -> float:
     return worst
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_agree_with_one(capsys: pytest.CaptureFixture[str], vocab_checkpoint: Path,
                                                      text_file: Path, tmp_path: Path) -> None:  # fmt: skip
     """Under `torchrun --nproc-per-node 2` (gloo), `minigpt tune` trains the one-process lens and gets its held-out
