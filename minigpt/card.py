@@ -11,26 +11,20 @@ import math
 import os
 import platform
 import shlex
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .model import GPT
+from .settings import command_line
+from .lens._matmul import cpu_capabilities
 from .tokenizer import bundled_gpt2
 from .train import (BETAS, GRAD_CLIP, LENS_WINDOWS, MIN_LR_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY, Corpus,
                     TrainResult, TrainSettings, windows)  # fmt: skip
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_capabilities()["model"]  # the one /proc/cpuinfo reader
     return (f"{cpu}, {os.cpu_count()} CPU cores visible, {torch.get_num_threads()} torch threads; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
 
@@ -46,12 +40,9 @@ def cell(text: str) -> str:
 
 def reproduce_command(settings: TrainSettings, device: torch.device, text_path: str, out_dir: str,
                       data_licence: str | None = None) -> str:
-    """The `minigpt train` command line that makes this run again, every setting spelled out."""
-    s = settings
-    args = ["minigpt", "train", text_path, "--out", out_dir, "--layers", s.n_layer, "--heads", s.n_head,
-            "--embd", s.n_embd, "--context", s.context, "--steps", s.steps, "--batch-size", s.batch_size,
-            "--lr", s.lr, "--seed", s.seed, "--val-fraction", s.val_fraction, "--eval-every", s.eval_every,
-            "--save-every", s.save_every, "--save-dtype", s.save_dtype, "--device", device.type]  # fmt: skip
+    """The `minigpt train` command line that makes this run again: every setting the run recorded,
+    spelled with the flag its field carries (`minigpt.settings`)."""
+    args = ["minigpt", "train", text_path, "--out", out_dir, *command_line(settings), "--device", device.type]
     if data_licence:
         args += ["--data-licence", data_licence]
     return shlex.join(str(a) for a in args)
@@ -135,7 +126,7 @@ Validation loss on the held-out split{rounded}: **{nats:.3f} nats per token** ({
 **{result.unigram_loss:.3f}** for the unigram baseline (the training split's token frequencies,
 add-one smoothed over 50,257 ids) on the same targets.{as_trained}
 
-| step | train loss | val loss |
+| step | train loss (mean since the previous row) | val loss |
 |---:|---:|---:|
 {history}
 

@@ -30,6 +30,7 @@ from matplotlib.patches import Rectangle
 from . import display
 from .errors import LensError
 from .lens import METRICS, CorpusResult, LensResult, Metric, Row
+from .lens.rows import row_index
 
 __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 
@@ -37,6 +38,9 @@ __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 # Colour-scale clips, as in the post: ranks of the final token bottom out at 100; ranks of
 # the input token at 1000 (they sit much higher, and the post wants to see where they stay).
 RANK_MAX = {"ranks": 100, "input_ranks": 1000}
+# A learned decoder is not the logit lens: the title names it. A probe names the input token, so its
+# outlines mark the cells whose top-1 is the input token, not the final top-1.
+LENS_NAMES = {"tuned": "Tuned lens", "probe": "Input probe"}
 OUTLINE_GID = "outline"  # the gid of every outline patch, so tests and users can find them
 OUTLINE_COLOR = "#f28e2b"  # orange: stands out on both ends of the blue colour maps
 # Figure sizing. A 20-position figure should stay readable at a normal screen width (about 1600 px
@@ -134,16 +138,19 @@ def _choose_rows(rows: list[Row], layers: int | Sequence[int | str] | None, sub_
         layers = [layers]
     if layers is not None and not isinstance(layers, (int, np.integer)):
         wanted = list(layers) if isinstance(layers, Sequence) else []
-        ok = lambda w: isinstance(w, str) or (isinstance(w, (int, np.integer)) and not isinstance(w, bool))  # noqa: E731
+        ok = lambda w: isinstance(w, (str, Row, tuple)) or (isinstance(w, (int, np.integer)) and not isinstance(w, bool))  # noqa: E731
         if not wanted or not all(ok(w) for w in wanted):
-            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of block numbers and row labels "
-                            f"from: {', '.join(labels)}")  # fmt: skip
-        # A number is a block: its output row (h.5 for 5), never a row index.
-        names = [f"h.{int(w)}" if not isinstance(w, str) else w for w in wanted]
-        missing = [w for w, name in zip(wanted, names) if name not in labels]
+            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of block numbers, Rows and row "
+                            f"labels from: {', '.join(labels)}")  # fmt: skip
+        found, missing = set(), []
+        for w in wanted:  # a number is a block, meaning its output row (5 is h.5), never a row index
+            try:
+                found.add(row_index(rows, Row.post(int(w)) if isinstance(w, (int, np.integer)) else w))
+            except LensError:
+                missing.append(w)
         if missing:
             raise LensError(f"no row {', '.join(map(repr, missing))} in this result; the rows are {', '.join(labels)}")
-        return sorted({labels.index(name) for name in names})  # depth order, whatever order they were listed in
+        return sorted(found)  # depth order, whatever order they were listed in
 
     stride = 1 if layers is None else layers
     if isinstance(stride, bool) or stride < 1:
@@ -236,7 +243,8 @@ def plot_lens(
       - bottom axis: the input token at each position (spaces "␣", newlines "⏎"; see `display_token`);
       - top axis: the true next token, with a "*" where the model's final top-1 guess is that token;
       - each cell: the row's top-1 token at that position (what that layer "would predict");
-      - outlined cell (orange; a Rectangle with gid "outline"): the row's top-1 is already the model's final top-1;
+      - outlined cell (orange; a Rectangle with gid "outline"): the row's top-1 is already the model's final top-1
+        (for an input probe: the input token);
       - colour (light = closer to the reference, or more confident), by `metric`:
         "logits": the top-1 token's logit (scale from the 5th to the 95th percentile);
         "probs": its probability (0 to 1);
@@ -281,6 +289,7 @@ def plot_lens(
         for nxt, f, n in zip(res.next_tokens, res.final_ids, res.next_ids)
     ]
     labels = [result.labels[r] for r in rows]
+    target = res.token_ids if res.decoder.name == "probe" else res.final_ids  # what an outline compares with
 
     if ax is None:
         # Size from the content: cells wide enough for their text, margins for the labels.
@@ -309,7 +318,7 @@ def plot_lens(
         for t in range(T):
             ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=CELL_PT, clip_on=True,
                     color=_text_color(cmap, norm, values[r, t]), parse_math=False)  # fmt: skip
-            if top1[r, t] == res.final_ids[t]:
+            if top1[r, t] == target[t]:
                 ax.add_patch(Rectangle((t - 0.46, r - 0.46), 0.92, 0.92, fill=False, edgecolor=OUTLINE_COLOR,
                                        linewidth=1.6, gid=OUTLINE_GID))  # fmt: skip
 
@@ -348,7 +357,7 @@ def plot_lens(
         decades = [10**i for i in range(int(np.log10(norm.vmax)) + 1)]
         bar.set_ticks(decades, labels=[str(d) for d in decades])
     bar.ax.tick_params(labelsize=8)
-    first_line = f"Logit lens: {_VIEWS[metric].what}" if title is None else title
+    first_line = f"{LENS_NAMES.get(res.decoder.name, 'Logit lens')}: {_VIEWS[metric].what}" if title is None else title
     ax.set_title(f"{first_line}\ndecoder: {res.decoder.title}", fontsize=11, parse_math=False)
     return fig
 
@@ -408,6 +417,7 @@ def plot_curves(
         ax.set_ylabel(ylabel, parse_math=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    words = title or f"The lens over {result.n_tokens} tokens ({result.n_windows} windows of {result.window})"
+    n, w = result.n_tokens, result.n_windows
+    words = title or f"The lens over {n} token{'s' * (n != 1)} ({w} window{'s' * (w != 1)} of {result.window})"
     fig.suptitle(words, fontsize=11)
     return fig

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
@@ -40,15 +39,18 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import distributed
+from .progress import progress_bar
 from .errors import CheckpointError, InputError, LensError
 from .lens import LnF, evaluate_lens
 from .model import GPT
 from .tokenizer import EOT_ID
 from .files import atomic_write
-from .tuned import CONFIG_FILE, KINDS, Kind, TunedLens, read_lens_config
+from .tuned_files import CONFIG_FILE, KINDS, Kind, read_lens_config
 
 if TYPE_CHECKING:
     import tiktoken
+
+    from .tuned import TunedLens  # for the types only: TunedLens.fit calls in here, so this file never imports it
 
 STATE_FILE = "train_state.safetensors"  # momentum buffers and the data order
 STATE_JSON = "train_state.json"  # the step, the run's settings, the corpus fingerprint, the losses
@@ -194,6 +196,7 @@ def frozen(model: GPT) -> Iterator[None]:
 
 
 def fit(
+    lens_class: type[TunedLens],
     model: GPT,
     corpus: str | Tensor | Sequence[int] | Sequence[str],
     *,
@@ -217,6 +220,8 @@ def fit(
     base_model_name_or_path: str | None = None,
 ) -> Fitted:
     """Train a tuned lens (kind="tuned") or an input probe (kind="probe") for `model` on all of `corpus`.
+
+    Call it as `TunedLens.fit(model, corpus, ...)`; `lens_class` is the class whose lens it trains.
 
     corpus: a text (with `tokenizer=`), token ids, or an iterable of texts. It is cut into
       consecutive windows of `window` tokens (default: the model's context); a shorter tail is left
@@ -268,7 +273,7 @@ def fit(
 
     if saved is not None and base_model_name_or_path is None:  # a resumed run keeps the base model's name
         base_model_name_or_path = read_lens_config(Path(resume) / CONFIG_FILE).get("base_model_name_or_path")  # type: ignore[arg-type]
-    lens = TunedLens.from_model(model, config.kind, base_model_name_or_path=base_model_name_or_path)
+    lens = lens_class.from_model(model, config.kind, base_model_name_or_path=base_model_name_or_path)
     params = [p for p in lens.parameters()]
     for p in params:
         p.grad = torch.zeros_like(p)  # every rank sums real tensors, even one whose share of a step is empty
@@ -282,7 +287,7 @@ def fit(
     stop = min(stop_after or config.steps, config.steps)
     per_step = math.ceil(config.tokens_per_step / W)
     use_autocast = model.device.type == "cuda" if autocast is None else autocast
-    bar = _progress_bar(range(start, stop), progress, f"fit {config.kind} lens", total=stop - start)
+    bar = progress_bar(range(start, stop), show=progress, desc=f"fit {config.kind} lens", total=stop - start)
     for step in bar:
         step_windows = order.take(per_step)  # (per_step,): the same on every rank
         mine = step_windows[distributed.shard(per_step)]
@@ -344,15 +349,6 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
                 (ce / n_global).backward()
                 row_loss[i] += ce.detach().double() / n_global
     return row_loss
-
-
-def _progress_bar(iterable: Any, progress: bool | None, desc: str, total: int) -> Any:
-    show = sys.stderr.isatty() if progress is None else progress
-    if not show or not distributed.is_main() or total <= 0:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------
@@ -448,7 +444,7 @@ def _restore(saved: dict, folder: Path, model: GPT, lens: TunedLens, opt: torch.
             f"now, {saved['corpus']['n_tokens']} then, or the same count with other tokens); use the same text, "
             "tokenizer, window and val_fraction"
         )
-    loaded = TunedLens.load(folder, model)
+    loaded = type(lens).load(folder, model)
     if loaded.kind != lens.kind:
         raise LensError(f"{folder} holds a {loaded.kind} lens, but its training state says {lens.kind}")
     lens.load_state_dict(loaded.state_dict())
@@ -519,15 +515,10 @@ class TunedEvaluation:
 
 
 def evaluate(
-    lens: TunedLens,
-    model: GPT,
-    corpus: str | Tensor | Sequence[int] | Sequence[str],
-    *,
-    tokenizer: tiktoken.Encoding | None = None,
-    window: int | None = None,
-    batch_size: int | None = None,
+    lens: TunedLens, model: GPT, corpus: str | Tensor | Sequence[int] | Sequence[str], *,
+    tokenizer: tiktoken.Encoding | None = None, window: int | None = None, batch_size: int | None = None,
     progress: bool | None = None,
-) -> TunedEvaluation:
+) -> TunedEvaluation:  # fmt: skip
     """`lens` and the logit lens on `corpus`, per row, through `evaluate_lens` (windows of `window` tokens,
     default the model's context; under torchrun each rank takes its share of the windows)."""
     result = evaluate_lens(model, corpus, tokenizer=tokenizer, decoders=[LnF(), lens], window=window,

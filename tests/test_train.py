@@ -364,6 +364,8 @@ def test_cli_trains_and_resumes(tmp_path: Path, short_text: str, capsys) -> None
     captured = capsys.readouterr()
     assert captured.out.strip() == str(out)
     assert "step 2/4: train loss" in captured.err and "unigram baseline" in captured.err
+    # issue 18, item 22: the train loss is the mean over the last interval, and says so
+    assert "(mean of steps 1-2)" in captured.err and "step 4/4: train loss" in captured.err and "(mean of steps 3-4)" in captured.err
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     assert GPT.from_pretrained(out).dtype == torch.float32
