@@ -76,7 +76,9 @@ def held_out(trained_text: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.slow
 def test_defaults_beat_the_unigram_baseline(trained: minigpt.TrainResult) -> None:
-    # MEASURED_PLACEHOLDER
+    # Measured (seed 0): val 6.557 at step 75, 6.198 at 150, unigram 6.830; an untrained model is at
+    # about log(50257) = 10.8. The baseline is counted on this run's training split: the slice's 81k
+    # tokens, where add-one smoothing over 50257 ids costs more than on the whole text's 304k (6.51).
     print(trained, [(e.step, round(e.val_loss, 3)) for e in trained.history])
     assert trained.step == 150 and [e.step for e in trained.history] == [75, 150]
     assert trained.val_loss < trained.unigram_loss - 0.5, (trained.val_loss, trained.unigram_loss)
