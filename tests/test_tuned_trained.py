@@ -1,16 +1,16 @@
-"""The tuned lens and the input probe learn, on the suite's trained model (conftest's `trained_run`).
+"""The tuned lens and the input probe learn, on a GPT-2 trained here on tinyshakespeare.
 
-The model: `minigpt.train` on the first 300k characters of tinyshakespeare, 3 blocks, n_embd 64,
-context 64 (conftest.TRAINED). For the fits its vocabulary is cut to the 2047 GPT-2 tokens most
-frequent in that text plus one id for all the others (the mean of their embeddings), so that a lens
-step costs milliseconds, not seconds: with tied embeddings the cut model is the trained one, its
-output renormalised over those rows. The lenses train with the pinned call
-`TunedLens.fit(model, ids, steps=60, tokens_per_step=2048, seed=0)` on the run's training split, and
-are evaluated on its held-out split (its first 8192 tokens).
+The model: 3 blocks, n_embd 64, context 64, a vocabulary of the 2047 most frequent GPT-2 tokens of
+the corpus plus one id for all the others (so that a lens step costs milliseconds, not seconds),
+trained for 200 steps with a fixed seed. The lenses train with the pinned default call,
+`TunedLens.fit(model, ids, steps=60, tokens_per_step=2048, seed=0)`, on the first 90% of the
+tokens, and are evaluated on the last 10% (its first 8192 tokens, to keep CI short).
 
     python tests/test_tuned_trained.py --seeds 0 1 2     # the per-row tables for several fit seeds
 
-Margins: numbers in the test bodies (fit seeds 0, 1, 2).
+Margins (seeds 0, 1, 2 of the fit; numbers in the test bodies): the tuned lens's KL is 0.02-0.08 of
+the logit lens's at every row below the last, and the probe names the input token 0.10-0.18 more
+often than the logit lens at every row. An untrained model (STEPS = 0) fails test_training_worked.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,54 +30,67 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # conftest, when run a
 
 import minigpt  # noqa: E402
 from minigpt import GPT, GPTConfig, TunedLens  # noqa: E402
-from minigpt.tuned_train import TunedEvaluation  # noqa: E402
+from minigpt.tuned_train import TunedEvaluation, split_holdout  # noqa: E402
 
-from conftest import SHAKESPEARE, TRAINED, TRAINED_CHARS, require  # noqa: E402
+from conftest import SHAKESPEARE, TOKENIZER_DIR, require  # noqa: E402
 
-pytestmark = pytest.mark.slow  # the session's training run, then two lens fits
+# Slow: a 200-step training loop of its own, then two lens fits. The suite's session run (conftest's
+# trained_run) cut to 2048 ids was measured as a replacement and is too weak for these margins
+# (val 6.02 nats against a unigram 5.56; the probe beat the logit lens only at embed), so this file
+# keeps its own model until the session run is strong enough.
+pytestmark = pytest.mark.slow
 
 VOCAB = 2048
+CONTEXT, N_LAYER, N_EMBD = 64, 3, 64
+STEPS, BATCH, LR = 200, 16, 3e-3
 EVAL_TOKENS = 8192
 
 
 @dataclass
 class Trained:
-    model: GPT  # the trained model, its vocabulary cut to VOCAB ids
-    train_ids: torch.Tensor  # compact ids
+    model: GPT
+    train_ids: torch.Tensor
     val_ids: torch.Tensor
-    val_loss: float  # of the cut model, on its held-out windows
-    unigram_loss: float  # the same targets under the training split's compact-id frequencies
+    val_loss: float
+    unigram_loss: float
 
 
-def cut_vocabulary(run: minigpt.TrainResult) -> Trained:
-    """The run's model and splits with the vocabulary cut to the VOCAB - 1 most frequent training
-    tokens and one id (VOCAB - 1) for all the rest."""
-    full = GPT.from_pretrained(run.out_dir).eval()
-    tok = minigpt.load_tokenizer(run.out_dir)
-    ids = torch.tensor(tok.encode_ordinary(require(SHAKESPEARE).read_text(encoding="utf-8")[:TRAINED_CHARS]))
-    n_val = int(len(ids) * run.settings.val_fraction)  # minigpt.train's split
-    counts = torch.bincount(ids[:-n_val], minlength=full.config.vocab_size)
-    order = counts.argsort(descending=True, stable=True)
-    keep, rest = order[: VOCAB - 1], order[VOCAB - 1 :]
-    compact = torch.full((full.config.vocab_size,), VOCAB - 1, dtype=torch.long)
+def corpus() -> torch.Tensor:
+    """tinyshakespeare as GPT-2 tokens, the 2047 most frequent kept and the rest mapped to one id."""
+    tok = minigpt.load_tokenizer(require(TOKENIZER_DIR))
+    ids = torch.tensor(tok.encode_ordinary(require(SHAKESPEARE).read_text(encoding="utf-8")))
+    counts = torch.bincount(ids)
+    keep = counts.argsort(descending=True, stable=True)[: VOCAB - 1]
+    compact = torch.full((len(counts),), VOCAB - 1, dtype=torch.long)
     compact[keep] = torch.arange(VOCAB - 1)
-    config = GPTConfig(**{**vars(full.config), "vocab_size": VOCAB})
-    model = GPT(config).eval()
-    state = full.state_dict()
-    wte = state["wte.weight"]
-    weights = counts[rest].double() + 1e-9
-    other = (wte[rest].double() * weights[:, None]).sum(0) / weights.sum()
-    state["wte.weight"] = torch.cat([wte[keep], other[None].float()])
-    model.load_state_dict(state)
-    ids = compact[ids]
-    train_ids, val_ids = ids[:-n_val], ids[-n_val:]
-    T = config.n_positions
-    val = val_ids[: (len(val_ids) - 1) // T * T + 1].unfold(0, T + 1, T)  # (N, T + 1)
+    return compact[ids]
+
+
+def train(seed: int = 0, steps: int = STEPS) -> Trained:
+    train_ids, val_ids = split_holdout(corpus(), 0.1)
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=N_EMBD, n_head=4, n_layer=N_LAYER))
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.95), weight_decay=0.0)
+    warmup = max(1, steps // 10)
+    schedule = lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / max(1, steps)))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    offsets = torch.arange(CONTEXT + 1)
+    for _ in range(steps):
+        starts = torch.randint(0, len(train_ids) - CONTEXT - 1, (BATCH, 1), generator=g)
+        chunk = train_ids[starts + offsets]  # (B, T + 1)
+        loss = F.cross_entropy(model(chunk[:, :-1]).logits.reshape(-1, VOCAB), chunk[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    model.eval()
+    val = val_ids[: 32 * (CONTEXT + 1)].view(32, CONTEXT + 1)
     with torch.no_grad():
-        logits = torch.cat([model(b[:, :-1]).logits for b in val.split(32)])
-    val_loss = F.cross_entropy(logits.flatten(0, 1), val[:, 1:].flatten()).item()
-    unigram = torch.bincount(train_ids, minlength=VOCAB).double() + 1
-    unigram_loss = -(unigram / unigram.sum()).log()[val[:, 1:]].mean().item()
+        val_loss = F.cross_entropy(model(val[:, :-1]).logits.reshape(-1, VOCAB), val[:, 1:].reshape(-1)).item()
+    counts = torch.bincount(train_ids, minlength=VOCAB).double() + 1
+    unigram_loss = -(counts / counts.sum()).log()[val[:, 1:]].mean().item()
     return Trained(model, train_ids, val_ids, val_loss, unigram_loss)
 
 
@@ -90,8 +102,8 @@ def fit_and_evaluate(t: Trained, kind: str, seed: int = 0) -> tuple[TunedEvaluat
 
 
 @pytest.fixture(scope="module")
-def trained(trained_run: minigpt.TrainResult) -> Trained:
-    return cut_vocabulary(trained_run)
+def trained() -> Trained:
+    return train()
 
 
 def test_training_worked(trained: Trained) -> None:
@@ -105,7 +117,7 @@ def test_tuned_lens_beats_the_logit_lens_at_every_row(trained: Trained) -> None:
     result, seconds = fit_and_evaluate(trained, "tuned")
     print(f"fit: {seconds:.1f} s\n{result.table()}")
     logit, tuned = result.metrics["logit"]["kl"], result.metrics["tuned"]["kl"]
-    for row in range(TRAINED["n_layer"]):
+    for row in range(N_LAYER):
         assert tuned[row] < 0.5 * logit[row], (result.labels[row], logit, tuned)
     assert logit[-1] == tuned[-1] == 0.0  # the top row is the model's output under both
     # The tuned lens also predicts the next token at least as well, row by row.
@@ -127,14 +139,11 @@ def test_probe_names_the_input_better_than_the_logit_lens(trained: Trained) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description="Per-row tables of the tuned lens and the probe for several fit seeds.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--model-seed", type=int, default=0)
     args = parser.parse_args()
     start = time.perf_counter()
-    text = Path(tempfile.mkdtemp()) / "shakespeare-300k.txt"
-    text.write_text(require(SHAKESPEARE).read_text(encoding="utf-8")[:TRAINED_CHARS], encoding="utf-8")
-    run = minigpt.train(text, text.with_name("model"), **TRAINED, progress=False)
-    t = cut_vocabulary(run)
-    print(f"model: {time.perf_counter() - start:.1f} s to train, val {run.val_loss:.3f} nats "
-          f"(unigram {run.unigram_loss:.3f}); cut to {VOCAB} ids: val {t.val_loss:.3f} (unigram {t.unigram_loss:.3f})")
+    t = train(args.model_seed)
+    print(f"model: {time.perf_counter() - start:.1f} s to train, val {t.val_loss:.3f} nats (unigram {t.unigram_loss:.3f})")
     for seed in args.seeds:
         for kind in ("tuned", "probe"):
             result, seconds = fit_and_evaluate(t, kind, seed)
