@@ -1,7 +1,8 @@
 """The README's figures: the logit lens on the small Shakespeare model that ships with minigpt.
 
 The text comes from the held-out tenth of tinyshakespeare (the model never trained on it). The
-figures show the last 16 positions in four views (logits, ranks, KL(final ‖ row), KL(input ‖ row));
+figures show the last 16 positions in four views (logits, ranks, KL(final ‖ row), KL(input ‖ row)),
+and the direct logit attribution of the top-1 after "KING RICHARD III:\nMy lord, I" (attribution.png);
 `readme_figures.json` holds the numbers behind them, so that CI can check the committed figures
 against a fresh run without comparing image bytes (those depend on the matplotlib and freetype versions).
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import minigpt
 from minigpt.plot import plot_lens
+from minigpt.plot_attribution import plot_attribution
 
 TEXT = """GRUMIO:
 Lend thine ear.
@@ -29,6 +31,7 @@ There.
 CURTIS:
 This is to feel a tale, not to hear a tale."""
 SHOWN = 16  # the last positions, as in the post's figures
+ATTRIBUTION_TEXT = "KING RICHARD III:\nMy lord, I"  # the README's attribution section explains its last position
 VIEWS = ("logits", "ranks", "kl", "input_kl")
 
 
@@ -47,11 +50,17 @@ def main() -> None:
         plot_lens(lens, view).savefig(path, dpi=110, bbox_inches="tight")
         print(path)
 
+    att = minigpt.attribute(model, ATTRIBUTION_TEXT, tokenizer=tok)  # the final top-1, by head
+    path = args.out / "attribution.png"
+    plot_attribution(att, k=12).savefig(path, dpi=110, bbox_inches="tight")
+    print(path)
+
     # The numbers behind the figures, for CI: top-1 ids (with the top-2 gap, to tell near-ties), ranks, KLs.
     numbers = {
         "labels": lens.labels, "tokens": lens.tokens, "token_ids": lens.token_ids.tolist(),
         "top1": lens.top_ids[:, :, 0].tolist(), "top_gap": (lens.top_logits[:, :, 0] - lens.top_logits[:, :, 1]).tolist(),
         "rank_final": lens.rank_final.tolist(), "kl_final": lens.kl_final.tolist(), "kl_input": lens.kl_input.tolist(),
+        "attribution_labels": att.labels, "attribution": att.values[:, -1].tolist(), "attribution_total": float(att.total[-1]),
     }  # fmt: skip
     path = args.out / "readme_figures.json"
     path.write_text(json.dumps(numbers, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

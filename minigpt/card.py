@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import shlex
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -19,8 +20,9 @@ from .model import GPT
 from .settings import command_line
 from .lens._matmul import cpu_capabilities
 from .tokenizer import bundled_gpt2
-from .train import (BETAS, GRAD_CLIP, LENS_WINDOWS, MIN_LR_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY, Corpus,
-                    TrainResult, TrainSettings, windows)  # fmt: skip
+
+if TYPE_CHECKING:  # types only: train.py calls in here, so this file never imports it
+    from .train import Corpus, TrainResult, TrainSettings
 
 
 def machine() -> str:
@@ -49,8 +51,12 @@ def reproduce_command(settings: TrainSettings, device: torch.device, text_path: 
 
 
 def model_card(result: TrainResult, corpus: Corpus, sizes: tuple[int, int], device: torch.device,
-               data_licence: str | None, model: GPT, val_ids: Tensor) -> str:  # fmt: skip
-    """README.md for the checkpoint: what it is, how it was made, how good it is, and how to remake it."""
+               data_licence: str | None, model: GPT, prompts: Tensor, recipe: dict[str, Any]) -> str:  # fmt: skip
+    """README.md for the checkpoint: what it is, how it was made, how good it is, and how to remake it.
+
+    prompts: held-out windows (n, context) whose starts the samples continue. recipe: what the run
+    used beyond its settings (betas, weight_decay, grad_clip, warmup_fraction, min_lr_fraction, lens_windows).
+    """
     from .generate import generate
 
     s, tok = result.settings, bundled_gpt2()
@@ -78,12 +84,13 @@ def model_card(result: TrainResult, corpus: Corpus, sizes: tuple[int, int], devi
     model.eval()
     n_new = min(SAMPLE_TOKENS, s.context - SAMPLE_PROMPT)
     rng = torch.Generator(device=model.device).manual_seed(s.seed)
-    for window in windows(val_ids, s.context)[: 3 * 7 : 7]:  # prompts from the held-out text
+    for window in prompts:  # from the held-out text
         prompt = window[:SAMPLE_PROMPT].to(model.device)
         greedy = generate(model, prompt, n_new, temperature=0)[SAMPLE_PROMPT:]
         sampled = generate(model, prompt, n_new, temperature=0.8, top_k=40, generator=rng)[SAMPLE_PROMPT:]
         samples.append(f"Prompt: `{tok.decode(prompt.tolist())!r}`\n\n| greedy | sampled (temperature 0.8, top-k 40) |\n"
                        f"|---|---|\n| {cell(tok.decode(greedy.tolist()))} | {cell(tok.decode(sampled.tolist()))} |\n")  # fmt: skip
+    stored = s.save_dtype if s.save_dtype == "float32" else f"{s.save_dtype}; minigpt upcasts it to float32 on load"
     precision = "bf16 autocast (weights and AdamW in float32)" if device.type == "cuda" else "float32"
     licence = data_licence or "not recorded: add the text's licence here before sharing this model"
     n_bytes = len(corpus.text.encode("utf-8"))
@@ -102,7 +109,7 @@ minigpt lens "Now is the winter of our discontent" --model {result.out_dir} -o l
 ```
 
 ## Files
-`config.json`, `model.safetensors` ({s.save_dtype}; minigpt upcasts to float32 on load; no mask
+`config.json`, `model.safetensors` ({stored}; no mask
 buffers), `vocab.json` + `merges.txt` (GPT-2's tokenizer) and this card: the official GPT-2 layout.
 
 ## Data
@@ -114,8 +121,8 @@ Licence of the data: {licence}.
 | setting | value |
 |---|---|
 | steps × batch × context | {s.steps} × {s.batch_size} windows × {s.context} tokens ({s.steps * s.batch_size * s.context:,} tokens, {s.steps * s.batch_size * s.context / n_train:.2g} epochs) |
-| optimizer | AdamW, betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices and embeddings (none on biases, LayerNorm), grad-norm clip {GRAD_CLIP} |
-| learning rate | peak {s.lr:g}; linear warm-up over the first {s.warmup_steps} steps ({WARMUP_FRACTION:.0%}), then cosine decay to {s.lr * MIN_LR_FRACTION:g} |
+| optimizer | AdamW, betas {tuple(recipe["betas"])}, weight decay {recipe["weight_decay"]} on matrices and embeddings (none on biases, LayerNorm), grad-norm clip {recipe["grad_clip"]} |
+| learning rate | peak {s.lr:g}; linear warm-up over the first {s.warmup_steps} steps ({recipe["warmup_fraction"]:.0%}), then cosine decay to {s.lr * recipe["min_lr_fraction"]:g} |
 | seed | {s.seed} (initialisation and the random windows) |
 | device, precision | {device.type}, {precision} |
 | time | {result.elapsed_s / 60:.1f} min wall clock ({result.cpu_s / 60:.1f} CPU-minutes, all threads), evaluation and saving included |
@@ -131,7 +138,7 @@ add-one smoothed over 50,257 ids) on the same targets.{as_trained}
 {history}
 
 ## What the logit lens shows
-Over {lens['positions']} held-out positions (the last {LENS_WINDOWS} windows of the validation split):
+Over {lens['positions']} held-out positions (the last {recipe["lens_windows"]} windows of the validation split):
 the mean KL(final ‖ row) and how often the row's top-1 token is the model's final top-1.
 
 | row | KL nats | KL bits | top-1 = final top-1 |

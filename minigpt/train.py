@@ -232,7 +232,10 @@ def train(
                          cpu_clock(), tuple(run.history), lens)  # fmt: skip
     from .card import model_card
 
-    card = model_card(result, corpus, (len(train_ids), len(val_ids)), device, data_licence, saved, val_ids)
+    recipe = dict(betas=BETAS, weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP, warmup_fraction=WARMUP_FRACTION,
+                  min_lr_fraction=MIN_LR_FRACTION, lens_windows=LENS_WINDOWS)  # fmt: skip
+    prompts = windows(val_ids, settings.context)[: 3 * 7 : 7]  # three held-out windows, spread out
+    card = model_card(result, corpus, (len(train_ids), len(val_ids)), device, data_licence, saved, prompts, recipe)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     return result
 

@@ -17,7 +17,8 @@ SCRIPTS = {
     "gpt3_abstract.py": [f"gpt3_abstract_{m}_{i}.png" for m in ("logits", "ranks", "kl") for i in (1, 2)],
     "plasma.py": ["plasma_logits.png", "plasma_ranks.png", "plasma_first_input_ranks.png", "plasma_first_input_kl.png"],
     "repetition.py": [f"repetition_{m}_copy{c}.png" for m in ("ranks", "kl") for c in (2, 4)],
-    "readme_figures.py": [f"lens_{m}.png" for m in ("logits", "ranks", "kl", "input_kl")] + ["readme_figures.json"],
+    "readme_figures.py": [f"lens_{m}.png" for m in ("logits", "ranks", "kl", "input_kl")] + ["attribution.png",
+                                                                                           "readme_figures.json"],
 }
 FIGURES = EXAMPLES / "figures"  # the README's figures, committed: readme_figures.py's output
 
@@ -95,8 +96,9 @@ def test_the_readme_figures_are_the_scripts_output(tmp_path: Path) -> None:
         assert fresh[key] == committed[key], key
     clear = np.array(committed["top_gap"]) > 1e-3  # a near-tie may flip on another CPU's float rounding
     assert (np.array(fresh["top1"])[clear] == np.array(committed["top1"])[clear]).all()
-    for key in ("kl_final", "kl_input"):
+    for key in ("kl_final", "kl_input", "attribution", "attribution_total"):
         np.testing.assert_allclose(fresh[key], committed[key], atol=1e-3, rtol=1e-3, err_msg=key)
+    assert fresh["attribution_labels"] == committed["attribution_labels"]
     for name in SCRIPTS["readme_figures.py"][:-1]:
         check_png(FIGURES / name)
         assert f"examples/figures/{name}" in (EXAMPLES.parent / "README.md").read_text(encoding="utf-8"), name

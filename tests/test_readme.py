@@ -9,6 +9,8 @@ import pytest
 
 import minigpt
 
+from conftest import require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,3 +54,24 @@ def test_the_attribution_section_runs_as_written(monkeypatch, tmp_path):
     exec(compile(code, "README.md (attribution)", "exec"), scope)  # noqa: S102  (our own README)
     att = scope["att"]
     assert abs(att.gap).max() <= 1e-4 * abs(att.total).max() + 1e-5
+
+
+def test_the_files_the_readme_commands_read_exist():
+    """Every --text-file (and train's text) in the README is a file that ships here or in ../shared."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"--text-file (\S+)", readme)) | set(re.findall(r"minigpt train (\S+\.txt)", readme))
+    assert "examples/abstract.txt" in named and len(named) >= 2
+    for name in sorted(named):
+        path = ROOT / name
+        if name.startswith("../shared/"):
+            require(path)
+        assert path.is_file(), name
+
+
+def test_the_abstract_file_is_the_example_s():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import gpt3_abstract
+
+    assert (ROOT / "examples" / "abstract.txt").read_text(encoding="utf-8") == gpt3_abstract.ABSTRACT + "\n"

@@ -152,6 +152,7 @@ def test_model_card(trained: minigpt.TrainResult, trained_text: Path) -> None:
     assert f"**{trained.unigram_loss:.3f}**" in card
     assert "weight decay 0.1" in card and "warm-up over the first 15 steps" in card
     assert "The weights: MIT" in card and "Samples" in card
+    assert trained.settings.save_dtype == "float32" and "upcasts" not in card  # float32 is stored as trained
     # The reproduce command, read back by the CLI's own parser, gives this run's settings.
     command = card.split("## Reproduce\n```\n", 1)[1].split("\n```", 1)[0]
     argv = shlex.split(command)
