@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny random checkpoints in the official layout, and the shared data folder.
+"""Shared fixtures: tiny random checkpoints in the official layout, the shared data folder, and the
+suite's trained models: the shipped `shakespeare` model, and one small model that `minigpt.train`
+trains once per session (for the tests that need a training run's own output).
 
 Tests that need `../shared/data` skip when it is absent (a user's machine), but fail when
 the `CI` environment variable is set, so that CI cannot pass by skipping them.
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import minigpt
 from minigpt import GPTConfig
 from minigpt.testing import random_checkpoint
 
@@ -57,3 +60,35 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vocab_checkpoint(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> Path:
     """A small random checkpoint in the official layout with GPT-2's real vocabulary and tokenizer files."""
     return random_checkpoint(tmp_path_factory.mktemp("vocab"), SMALL_VOCAB, seed=2, tokenizer_dir=tokenizer_dir)
+
+
+# ----------------------------------------------------------------------------
+# Trained models
+
+# The suite's one training run: minigpt.train with its default lr, batch size and schedule, on the
+# first 300,000 characters of tinyshakespeare (about 90k tokens, the last 10% held out), 150 steps
+# of a 3-block, 64-wide model with context 64. Measured numbers are in test_train.py.
+TRAINED_CHARS = 300_000
+TRAINED = dict(n_layer=3, n_head=4, n_embd=64, context=64, steps=150, eval_every=75)
+
+
+@pytest.fixture(scope="session")
+def trained_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The slice of tinyshakespeare the session's model trains on, as a file (the model card names it)."""
+    path = tmp_path_factory.mktemp("trained-text") / "shakespeare-300k.txt"
+    path.write_text(require(SHAKESPEARE).read_text(encoding="utf-8")[:TRAINED_CHARS], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, trained_text: Path) -> minigpt.TrainResult:
+    """The session's training run (a few CPU minutes; tests that use it are marked slow). Read-only."""
+    out = tmp_path_factory.mktemp("trained") / "small"
+    return minigpt.train(trained_text, out, **TRAINED, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shipped() -> minigpt.GPT:
+    """The shipped `shakespeare` model (4 blocks, 128 wide, context 256; the last 10% of
+    tinyshakespeare's tokens held out): a trained model that loads offline in under a second."""
+    return minigpt.GPT.from_pretrained("shakespeare").eval()

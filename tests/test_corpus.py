@@ -4,6 +4,7 @@ JSON layout, its memory and its errors."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -143,6 +144,20 @@ def test_corpus_means_equal_a_naive_float64_computation(model, corpus, decoder):
         close(result.metrics[decoder][metric], want[metric], metric)
     np.testing.assert_array_equal(result.metrics[decoder]["depth_hist"], want["depth_hist"])
     assert result.metrics[decoder]["kl"][0] > 0.5  # far from a trivial model
+
+
+def test_the_never_bin_holds_the_positions_whose_top_row_disagrees(model, corpus):
+    """A β (ln_f's bias) along one token's embedding: the model's output leans to that token, which
+    norm_only (no β) cannot see, so its top row disagrees at about half the positions. Those have
+    depth R, "never", a bin of their own (measured: 26 of 50; the other bins 0, 0, 12, 12)."""
+    heavy = copy.deepcopy(model)
+    with torch.no_grad():
+        heavy.ln_f.bias.copy_(2.0 * heavy.wte.weight[5])
+    result = evaluate_lens(heavy, corpus, decoders=["norm_only"], window=12, batch_size=2)
+    hist, R = result.metrics["norm_only"]["depth_hist"], len(result.labels)
+    top_row_disagrees = round((1 - result.metrics["norm_only"]["top1_agreement"][-1]) * result.n_tokens)
+    assert 0 < hist[R] == top_row_disagrees < result.n_tokens, hist
+    np.testing.assert_array_equal(hist, naive(heavy, corpus, 12, "norm_only")["depth_hist"])
 
 
 def test_baseline_is_the_models_own_entropy_and_cross_entropy(model, corpus):
@@ -329,6 +344,7 @@ def lens_memory(tokens: int) -> int:
     return m["peak"] - m["base"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak RSS from /proc")
 def test_memory_stays_flat_when_the_corpus_grows_tenfold():
     """Peak RSS above the model and one forward pass, for 256 and 2560 tokens of a model with

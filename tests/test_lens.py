@@ -309,7 +309,7 @@ def test_silent_blocks_leave_every_row_equal_to_the_embed_row():
         a = getattr(result, name)
         if a.ndim >= 2 and a.shape[0] == len(result.labels):
             for r in range(1, a.shape[0]):
-                np.testing.assert_allclose(a[r], a[0], atol=1e-6, rtol=0, err_msg=f"{name} row {result.labels[r]}")
+                np.testing.assert_allclose(a[r], a[0], atol=1e-6, rtol=1e-5, err_msg=f"{name} row {result.labels[r]}")
     # The final row is the embed row, so both KLs vanish everywhere.
     assert np.abs(result.kl_final).max() <= 1e-6 and np.abs(result.kl_input).max() <= 1e-6
     assert (result.rank_final == 1).all()
@@ -448,14 +448,14 @@ def test_prior_row_is_beta_times_the_unembedding(model, ids, decoder):
     with torch.no_grad():
         prior = (model.ln_f.bias @ model.wte.weight.T).numpy()  # (V,)
     for t in range(len(ids)):
-        np.testing.assert_allclose(result.logits[0, t], prior, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(result.logits[0, t], prior, atol=1e-6, rtol=1e-5)  # another matmul kernel
     assert (result.top_ids[0] == result.top_ids[0, :1]).all()  # the same at every position
     assert (result.top_ids[0, 0] == np.argsort(-prior)[:5]).all()
     # The other rows are those of a lens without the prior row.
     np.testing.assert_array_equal(result.logits[1:], plain.logits)
     for name in ALL_ARRAYS:
         a, b = getattr(result, name), getattr(plain, name)
-        np.testing.assert_allclose(a if a.ndim == 1 else a[1:], b, atol=1e-6, rtol=0, err_msg=name)
+        np.testing.assert_allclose(a if a.ndim == 1 else a[1:], b, atol=1e-6, rtol=1e-5, err_msg=name)
 
 
 def test_sub_block_rows_decode_resid_mid(model, ids):
@@ -470,7 +470,8 @@ def test_sub_block_rows_decode_resid_mid(model, ids):
             mid = pre + block.attn(block.ln_1(pre))  # resid_pre + attn_out
         r = result.row(f"h.{l}.resid_mid")
         np.testing.assert_allclose(result.logits[r], full_decode(model, mid[0]).numpy(), atol=1e-5, rtol=0)
-        np.testing.assert_allclose(result.logits[result.row(f"h.{l}")], plain.logits[plain.row(f"h.{l}")], atol=1e-6)
+        # more rows, so other chunk shapes in the unembedding matmul: relative (AVX-512 rounds differently)
+        np.testing.assert_allclose(result.logits[result.row(f"h.{l}")], plain.logits[plain.row(f"h.{l}")], atol=1e-6, rtol=1e-5)
     # The statistics of the sub-block rows follow the naive computation too.
     z = torch.from_numpy(result.logits)
     assert_matches(result, reference_stats(z, z[-1], z[0], ids, k=5))
@@ -594,7 +595,7 @@ def test_positions_argument_equals_the_full_result_sliced(model, ids, lo, hi):
     expected = full[lo:hi]
     assert part.start == expected.start and len(part) == len(expected)
     assert_same_result(part, expected, atol=1e-5)
-    np.testing.assert_allclose(part.logits, expected.logits, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(part.logits, expected.logits, atol=1e-6, rtol=1e-5)  # other chunk shapes
     # The last position of a slice that stops early still has its true next token.
     if hi is not None and 0 < hi < len(ids):
         assert part.next_ids[-1] == ids[hi] and not np.isnan(part.cross_entropy[:, -1]).any()

@@ -18,14 +18,13 @@ from minigpt import GPT, logit_lens
 
 from test_lens import FLOAT_FIELDS, layer_norm, random_ids, reference_stats
 
-transformers = pytest.importorskip("transformers")
-
 N_LAYER, VOCAB = 3, 101
 
 
 @pytest.fixture(scope="module")
 def hf_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """An HF GPT-2 with every parameter perturbed away from its init, and minigpt's load of it."""
+    transformers = pytest.importorskip("transformers")  # only the tests that compare with HF need it
     config = transformers.GPT2Config(
         n_embd=24, n_head=3, n_layer=N_LAYER, vocab_size=VOCAB, n_positions=32,
         bos_token_id=0, eos_token_id=0, attn_implementation="eager",

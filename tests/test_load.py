@@ -570,6 +570,7 @@ def test_hub_without_network(tmp_path: Path, vocab_checkpoint: Path, mode: str) 
     assert copied == (vocab_checkpoint / "model.safetensors").read_bytes()
 
 
+@pytest.mark.slow
 def test_stalled_hub_fails_in_seconds(tmp_path: Path) -> None:
     """An endpoint that accepts connections but never answers (a hung proxy or mirror, a captive
     firewall): the TCP probe succeeds, so loading must not then wait on huggingface_hub's retries."""

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import get_args
 
 import matplotlib
 
@@ -22,7 +21,7 @@ from matplotlib.text import Text  # noqa: E402
 import minigpt  # noqa: E402
 from minigpt import LensError, LensResult  # noqa: E402
 from minigpt.lens import DecoderSpec, LastBlocks  # noqa: E402
-from minigpt.plot import METRICS, Metric, _has_glyph, display_token, plot_lens  # noqa: E402
+from minigpt.plot import METRICS, _has_glyph, display_token, plot_lens  # noqa: E402
 from minigpt.testing import row_structure  # noqa: E402
 
 # ----------------------------------------------------------------------------
@@ -123,8 +122,10 @@ def test_import_minigpt_does_not_import_matplotlib() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_metrics_match_the_literal() -> None:
-    assert METRICS == get_args(Metric) == ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl", "depth")
+def test_every_view_is_explained_in_the_docstring() -> None:
+    # METRICS is get_args(Metric); what can drift is the reading guide that plot_lens's docstring gives.
+    for name in METRICS:
+        assert f'"{name}": ' in plot_lens.__doc__, name
 
 
 def test_bad_metric_lists_the_valid_ones() -> None:

@@ -144,6 +144,7 @@ def test_loads_offline_without_asking_the_hub(tmp_path: Path, offline: bool) -> 
 # The card's numbers are this model's
 
 
+@pytest.mark.slow
 def test_val_loss_and_baseline_are_the_cards(model: GPT, held_out) -> None:
     train_ids, windows = held_out
     counts = np.bincount(train_ids, minlength=50257) + 1.0
@@ -194,6 +195,7 @@ def test_card_says_how_to_reproduce_it() -> None:
 # The wheel: what `pip install .` (not editable) really ships
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_offline(tmp_path: Path) -> None:
     """Build the wheel, install it (no deps) into a fresh venv that sees this environment's packages,
     and run the main job from a folder outside the repo with no network."""

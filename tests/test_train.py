@@ -1,4 +1,4 @@
-"""minigpt train: a short run on tinyshakespeare beats the unigram baseline; its checkpoint is the official
+"""minigpt train: a short run on tinyshakespeare (the suite's one training run, conftest's `trained_run`) beats the unigram baseline; its checkpoint is the official
 layout and loads in minigpt, the lens CLI and transformers with the same logits; a resumed run equals a
 straight one; bad settings and bad text fail with one line that says what to do.
 
@@ -7,6 +7,7 @@ The shipped model (`shakespeare`) and the wheel that carries it are tested in te
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import math
@@ -22,13 +23,10 @@ import minigpt
 from minigpt import GPT, InputError, TrainError
 from minigpt.cli import build_parser, main
 
-from conftest import SHAKESPEARE, TOKENIZER_DIR, require
+from conftest import SHAKESPEARE, TOKENIZER_DIR, TRAINED, require
 
 train_module = importlib.import_module("minigpt.train")  # `minigpt.train` itself is the function
 
-# The pinned check: the defaults (lr, batch, schedule) beat the unigram baseline after 150 steps
-# of a 2-block, 64-wide model with context 64.
-SMALL = dict(n_layer=2, n_head=2, n_embd=64, context=64, steps=150)
 # For the resume and error tests: as small as a model with GPT-2's vocabulary gets.
 TINY = dict(n_layer=1, n_head=2, n_embd=16, context=16, batch_size=2)
 
@@ -53,17 +51,18 @@ def short_text(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> minigpt.TrainResult:
-    out = tmp_path_factory.mktemp("train") / "small"
-    return minigpt.train(require(SHAKESPEARE), out, **SMALL, eval_every=75, progress=False)
+def trained(trained_run: minigpt.TrainResult) -> minigpt.TrainResult:
+    """The session's run (conftest.TRAINED): the defaults' lr, batch and schedule, 150 steps of a 3-block,
+    64-wide model with context 64 on the first 300k characters of tinyshakespeare. Read-only."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")
-def held_out(text: str) -> tuple[np.ndarray, np.ndarray]:
+def held_out(trained_text: Path) -> tuple[np.ndarray, np.ndarray]:
     """The training split and the held-out windows (N, 65), computed here from the pinned rule:
     GPT-2 BPE of the whole text, the last 10% of the tokens held out, windows of context + 1."""
     tok = minigpt.load_tokenizer(require(TOKENIZER_DIR))
-    ids = np.array(tok.encode_ordinary(text))
+    ids = np.array(tok.encode_ordinary(trained_text.read_text(encoding="utf-8")))
     n_val = int(len(ids) * 0.1)
     train_ids, val = ids[:-n_val], ids[-n_val:]
     n = (len(val) - 1) // 64
@@ -75,14 +74,18 @@ def held_out(text: str) -> tuple[np.ndarray, np.ndarray]:
 # A short run: better than the unigram baseline, files in the official layout
 
 
+@pytest.mark.slow
 def test_defaults_beat_the_unigram_baseline(trained: minigpt.TrainResult) -> None:
-    # Measured (seed 0): val 6.18 nats, unigram 7.34; an untrained model is at about log(50257) = 10.8.
+    # Measured (seed 0): val 6.557 at step 75, 6.198 at 150, unigram 6.830; an untrained model is at
+    # about log(50257) = 10.8. The baseline is counted on this run's training split: the slice's 81k
+    # tokens, where add-one smoothing over 50257 ids costs more than on the whole text's 304k (6.51).
     print(trained, [(e.step, round(e.val_loss, 3)) for e in trained.history])
     assert trained.step == 150 and [e.step for e in trained.history] == [75, 150]
-    assert trained.val_loss < trained.unigram_loss - 0.1, (trained.val_loss, trained.unigram_loss)
+    assert trained.val_loss < trained.unigram_loss - 0.5, (trained.val_loss, trained.unigram_loss)
     assert trained.history[-1].val_loss < trained.history[0].val_loss
 
 
+@pytest.mark.slow
 def test_reported_losses_match_an_independent_computation(trained, held_out) -> None:
     """The val loss (recomputed with transformers on windows cut here) and the unigram baseline
     (counted here with numpy) are what the result claims."""
@@ -100,17 +103,18 @@ def test_reported_losses_match_an_independent_computation(trained, held_out) -> 
     assert trained.val_loss == pytest.approx(loss, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoint_is_the_official_layout(trained: minigpt.TrainResult, tokenizer_dir: Path) -> None:
     out = trained.out_dir
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "merges.txt", "model.safetensors",
                                                      "vocab.json"]  # fmt: skip
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert f.metadata() == {"format": "pt"}
-        assert set(f.keys()) == official_keys(2)  # no mask buffers, no prefix, no lm_head
+        assert set(f.keys()) == official_keys(TRAINED["n_layer"])  # no mask buffers, no prefix, no lm_head
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
         assert tuple(f.get_slice("wpe.weight").get_shape()) == (64, 64)
     config = json.loads((out / "config.json").read_text())
-    assert (config["n_positions"], config["n_layer"], config["n_head"], config["n_embd"]) == (64, 2, 2, 64)
+    assert (config["n_positions"], config["n_layer"], config["n_head"], config["n_embd"]) == (64, 3, 4, 64)
     assert config["vocab_size"] == 50257 and config["model_type"] == "gpt2"
     # The tokenizer, written from the bundled ranks: byte-identical to OpenAI's files.
     assert (out / "vocab.json").read_bytes() == (tokenizer_dir / "encoder.json").read_bytes()
@@ -120,6 +124,7 @@ def test_checkpoint_is_the_official_layout(trained: minigpt.TrainResult, tokeniz
     assert sorted(p.name for p in state.iterdir()) == ["state.json", "state.safetensors"]
 
 
+@pytest.mark.slow
 def test_loads_in_minigpt_and_transformers_with_equal_logits(trained: minigpt.TrainResult) -> None:
     transformers = pytest.importorskip("transformers")
     ours = GPT.from_pretrained(trained.out_dir)
@@ -133,13 +138,15 @@ def test_loads_in_minigpt_and_transformers_with_equal_logits(trained: minigpt.Tr
     assert ours.config.n_positions == 64
 
 
+@pytest.mark.slow
 def test_lens_cli_reads_the_checkpoint(trained: minigpt.TrainResult, tmp_path: Path, capsys) -> None:
     png = tmp_path / "lens.png"
     assert main(["lens", "To be, or not to be", "--model", str(trained.out_dir), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_model_card(trained: minigpt.TrainResult) -> None:
+@pytest.mark.slow
+def test_model_card(trained: minigpt.TrainResult, trained_text: Path) -> None:
     card = (trained.out_dir / "README.md").read_text(encoding="utf-8")
     assert f"**{trained.val_loss:.3f} nats per token**" in card
     assert f"**{trained.unigram_loss:.3f}**" in card
@@ -151,12 +158,12 @@ def test_model_card(trained: minigpt.TrainResult) -> None:
     argv = shlex.split(command)
     assert argv[:2] == ["minigpt", "train"]
     args = build_parser().parse_args(argv[1:])
-    assert Path(args.text_file) == SHAKESPEARE and args.out == trained.out_dir
+    assert Path(args.text_file) == trained_text and args.out == trained.out_dir
     for name, value in vars(trained.settings).items():
         assert getattr(args, name) == value, name
     # The lens summary: one row per layer, the last row is the model's own output.
     lens = trained.lens
-    assert lens["labels"] == ["embed", "h.0", "h.1"]
+    assert lens["labels"] == ["embed", "h.0", "h.1", "h.2"]
     assert lens["kl_final"][-1] == pytest.approx(0, abs=1e-5) and lens["top1_agreement"][-1] == 1.0
 
 
@@ -291,6 +298,55 @@ def test_learning_rate_schedule() -> None:
     assert lrs[54] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 44 / 89)))  # 44 of the 89 decay steps
 
 
+def test_two_steps_are_adamw_after_clipping_written_out(tmp_path: Path, short_text: str, monkeypatch) -> None:
+    """Two steps of `train` against the recipe written out here: cross-entropy, gradients, their global
+    norm clipped to 1.0, then AdamW (betas 0.9, 0.95, eps 1e-8; weight decay 0.1 on 2-D weights only).
+    The initial model and the batches are taken from the run itself, so only the step is under test.
+    Two steps, because Adam's first update, m / sqrt(v), does not change when the gradient is scaled."""
+    start, batches = [], []
+    real_init, real_step = train_module.init_model, train_module.train_step
+
+    def init(settings):
+        model = real_init(settings)
+        start.append(copy.deepcopy(model))
+        return model
+
+    def step(model, optimizer, chunk, i, settings):
+        batches.append(chunk.clone())
+        return real_step(model, optimizer, chunk, i, settings)
+
+    monkeypatch.setattr(train_module, "init_model", init)
+    monkeypatch.setattr(train_module, "train_step", step)
+    lr = 1e-2  # steps=2: one warm-up step to lr, then the cosine starts at lr, so both steps use lr
+    minigpt.train(short_text, tmp_path / "run", **dict(TINY, steps=2, lr=lr), progress=False)
+
+    model = start[0]
+    params = dict(model.named_parameters())
+    m = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+    v = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+    norms = []
+    for t, chunk in enumerate(batches, start=1):
+        logits = model(chunk[:, :-1]).logits  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten())
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        norm = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads.values()))
+        norms.append(norm)
+        scale = min(1.0, 1.0 / (norm + 1e-6))
+        with torch.no_grad():
+            for k, p in params.items():
+                g = grads[k].double() * scale
+                m[k] = 0.9 * m[k] + 0.1 * g
+                v[k] = 0.95 * v[k] + 0.05 * g * g
+                decayed = p.double() * (1 - lr * (0.1 if p.dim() >= 2 else 0.0))
+                update = (m[k] / (1 - 0.9**t)) / ((v[k] / (1 - 0.95**t)).sqrt() + 1e-8)
+                p.copy_(decayed - lr * update)
+    assert len(batches) == 2 and min(norms) > 1.2, norms  # the clip is at work on both steps (measured 1.30, 1.62)
+    with safe_open(str(tmp_path / "run" / "model.safetensors"), framework="pt") as f:
+        worst = max((f.get_tensor(k) - p.detach()).abs().max().item() for k, p in params.items())
+    print(f"gradient norms {norms}; max |train - by hand| {worst:.2e}")
+    assert worst < 5e-5  # float32 against float64 arithmetic (measured 4e-6); without the clip, 1.2e-3
+
+
 # ----------------------------------------------------------------------------
 # The command
 
@@ -301,6 +357,7 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_cli_trains_and_resumes(tmp_path: Path, short_text: str, capsys) -> None:
     (tmp_path / "text.txt").write_text(short_text, encoding="utf-8")
     flags = ["--layers", "1", "--heads", "2", "--embd", "16", "--context", "16", "--batch-size", "2",

@@ -34,6 +34,12 @@ from minigpt.tuned_train import TunedEvaluation, split_holdout  # noqa: E402
 
 from conftest import SHAKESPEARE, TOKENIZER_DIR, require  # noqa: E402
 
+# Slow: a 200-step training loop of its own, then two lens fits. The suite's session run (conftest's
+# trained_run) cut to 2048 ids was measured as a replacement and is too weak for these margins
+# (val 6.02 nats against a unigram 5.56; the probe beat the logit lens only at embed), so this file
+# keeps its own model until the session run is strong enough.
+pytestmark = pytest.mark.slow
+
 VOCAB = 2048
 CONTEXT, N_LAYER, N_EMBD = 64, 3, 64
 STEPS, BATCH, LR = 200, 16, 3e-3

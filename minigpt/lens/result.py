@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .rows import Row, resolve_positions, row_index
 # The views a figure of a LensResult can show (minigpt.plot draws them; defined here so that
 # the CLI can list them without importing matplotlib).
 Metric = Literal["logits", "probs", "ranks", "kl", "input_ranks", "input_kl", "depth"]
-METRICS: tuple[Metric, ...] = ("logits", "probs", "ranks", "kl", "input_ranks", "input_kl", "depth")
+METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
 def _axes(axes: str) -> Any:
