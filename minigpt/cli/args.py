@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 from typing import Any, Callable, NoReturn, Sequence
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..settings import group, setting
 from .args import UsageError, non_negative_float, non_negative_int, positive_int
 from .groups import ModelSource, Text
-from .io import note, read_text
+from .io import keep_last, read_text
 from .lens import TOP_K_SAYS, check_top_k
 
 if TYPE_CHECKING:
@@ -64,15 +64,12 @@ def run(job: Job, given: frozenset[str]) -> int:
     config = load_config(name)
     check_settings(job, config)
     model, tok = load(name, device)
-    ids = torch.tensor(tok.encode_ordinary(prompt))
+    ids = tok.encode_ordinary(prompt)
     n_ctx = config.n_positions
     room = n_ctx - job.n  # prompt tokens that fit beside the new ones
-    if len(ids) > room:
-        if not job.text.truncate:
-            raise InputError(f"a prompt of {len(ids)} tokens plus {job.n} new ones exceeds the context of {n_ctx} "
-                             f"positions; pass --truncate to keep the last {room} prompt tokens, or ask for fewer with -n")  # fmt: skip
-        note(f"generate: the prompt is {len(ids)} tokens; --truncate keeps the last {room}")
-        ids = ids[-room:]
+    ids = torch.tensor(keep_last(ids, room, job.text.truncate, "generate",
+                                 f"a prompt of {len(ids)} tokens plus {job.n} new ones exceeds the context of {n_ctx} "
+                                 f"positions; pass --truncate to keep the last {room} prompt tokens, or ask for fewer with -n"))  # fmt: skip
     generator = None if job.seed is None else torch.Generator(device=model.device).manual_seed(job.seed)
     out = generate(model, ids, job.n, temperature=job.temperature, top_k=job.top_k, generator=generator)
     print(tok.decode(out[len(ids) :].tolist()))

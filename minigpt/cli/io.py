@@ -53,6 +53,18 @@ def open_lines(path: str, flag: str = "--text-file") -> Iterator[str]:
     return lines()
 
 
+def keep_last(ids: list[int], room: int, truncate: bool, command: str, too_long: str) -> list[int]:
+    """The ids, or with --truncate their last `room`; without it, too many is an InputError saying `too_long`."""
+    if len(ids) <= room:
+        return ids
+    if not truncate:
+        from ..errors import InputError
+
+        raise InputError(too_long)
+    note(f"{command}: the text is {len(ids)} tokens; --truncate keeps the last {room}")
+    return ids[-room:]
+
+
 def is_stdout(path: Path | None) -> bool:
     return path is not None and str(path) == "-"
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..settings import group, setting
 from .args import UsageError, parse_blocks, parse_layers, parse_range, positive_float, positive_int
 from .groups import Decoding, ModelSource, Output, Text, load_lens
-from .io import check_image_format, check_output, is_report, is_stdout, note, plural, read_text
+from .io import check_image_format, check_output, is_report, is_stdout, keep_last, note, plural, read_text
 from .names import METRICS, REPORT_POSITIONS, TOP
 
 if TYPE_CHECKING:
@@ -162,12 +162,9 @@ def run(job: Job, given: frozenset[str]) -> int:
     decoder = load_lens(lenses[0], model) if lenses else next(iter(job.decoding.built().values()))
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
     n_ctx = model.config.n_positions
-    if len(ids) > n_ctx:
-        if not job.text.truncate:
-            raise InputError(f"the text is {len(ids)} tokens, more than the model's context of {n_ctx}; "
-                             f"pass --truncate to keep the last {n_ctx} tokens, or shorten the text")  # fmt: skip
-        note(f"lens: the text is {len(ids)} tokens; --truncate keeps the last {n_ctx} (the model's context)")
-        ids = ids[-n_ctx:]
+    ids = keep_last(ids, n_ctx, job.text.truncate, "lens",
+                    f"the text is {len(ids)} tokens, more than the model's context of {n_ctx}; "
+                    f"pass --truncate to keep the last {n_ctx} tokens, or shorten the text")  # fmt: skip
     try:  # the library's one positions rule: clamped like a Python slice
         span = resolve_positions(job.range, len(ids))
     except LensError:
