@@ -27,6 +27,7 @@ from .lens import (
     DECODERS,
     CorpusResult,
     Decoder,
+    JacobianLens,
     LensResult,
     ResidualParts,
     Row,
@@ -47,7 +48,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
-    "TunedLens",
+    "TunedLens", "JacobianLens",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",
