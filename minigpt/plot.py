@@ -362,6 +362,7 @@ CURVES = {  # metric -> (axis label, unit)
     "entropy": ("entropy", "bits"), "ce_input": ("-log p(input token)", "bits"),
     "top1_agreement": ("top-1 = final top-1", "fraction"), "top1_accuracy": ("top-1 = next token", "fraction"),
     "top1_input": ("top-1 = input token", "fraction"),
+    "surprisal": ("surprisal, -log p_final(row's top-1)", "bits"), "prec@1": ("prec@1 (top-1 = final top-1)", "fraction"),
 }  # fmt: skip
 
 
@@ -376,8 +377,8 @@ def plot_curves(
     decoder with a band of ±2 standard errors. The model's own cross-entropy and entropy are a
     dashed line in their panels.
 
-    metrics: any of "kl", "ce", "entropy", "ce_input" (bits per token) and "top1_agreement",
-      "top1_accuracy", "top1_input" (fractions).
+    metrics: any of "kl", "ce", "entropy", "ce_input", "surprisal" (bits per token) and "top1_agreement"
+      (= "prec@1"), "top1_accuracy", "top1_input" (fractions).
     per_byte: bits per byte (tuned-lens' unit) instead of bits per token; needs the corpus' bytes.
     """
     unknown = [m for m in metrics if m not in CURVES]
