@@ -23,6 +23,7 @@ from .errors import (
     TrainError,
 )
 from .generate import generate
+from .generate_lens import GenerationLens, generate_lens
 from .lens import (
     DECODERS,
     CorpusResult,
@@ -47,7 +48,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
     __version__ = "0+unknown"
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
-    "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
+    "generate", "generate_lens", "GenerationLens", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
     "TunedLens", "JacobianLens",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
