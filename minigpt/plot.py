@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -30,6 +30,9 @@ from matplotlib.patches import Rectangle
 from . import display
 from .errors import LensError
 from .lens import METRICS, CorpusResult, LensResult, Metric, Row
+
+if TYPE_CHECKING:
+    from .generate_lens import GenerationLens
 
 __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 
@@ -411,4 +414,45 @@ def plot_curves(
         ax.legend(fontsize=8)
     words = title or f"The lens over {result.n_tokens} tokens ({result.n_windows} windows of {result.window})"
     fig.suptitle(words, fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------
+# The lens during generation
+
+
+def plot_generation(run: GenerationLens, lens: str | None = None, *, title: str | None = None) -> Figure:
+    """The lens during generation as a grid: steps run across, rows go up, the sampled token on top.
+
+    Each cell shows its row's top-1 token at that step; its colour is the row's rank of the token the
+    model then sampled (1 = the row already predicts it; log scale, capped at 1000). A star marks the
+    prediction depth: the lowest row from which every row's top-1 is the model's own top-1.
+    lens: which decoder's lens to draw, by its label in `run.lens` (default: the first).
+    """
+    label = next(iter(run.lens)) if lens is None else lens
+    if label not in run.lens:
+        raise LensError(f"no lens {label!r} in this run; it has {', '.join(run.lens)}")
+    result = run.lens[label]
+    R, n = result.rank_next.shape
+    ranks = np.clip(result.rank_next.astype(np.float64), 1, 1000)  # (R, n)
+    cmap, norm = mpl.colormaps["viridis_r"], LogNorm(1, 1000)
+    fig = Figure(figsize=(max(5.0, 0.62 * n + 2.0), max(3.0, 0.34 * R + 1.6)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(ranks, origin="lower", aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    for r in range(R):
+        for s in range(n):
+            ax.text(s, r, _shorten(display_token(result.text(result.top_ids[r, s, 0])), 7), ha="center", va="center",
+                    fontsize=6.5, color=_text_color(cmap, norm, ranks[r, s]))  # fmt: skip
+    depth = result.depth
+    stars = [(s, depth[s] - 0.5) for s in range(n) if depth[s] < R]
+    if stars:
+        ax.plot(*zip(*stars), linestyle="none", marker="*", color="red", markersize=6)
+    ax.set_xticks(np.arange(n), [_shorten(display_token(run.text(i)), 8) for i in run.generated], rotation=90, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(R), result.labels, fontsize=7)
+    ax.set_xlabel("sampled token at each step", parse_math=False)
+    ax.set_ylabel("row", parse_math=False)
+    fig.colorbar(image, ax=ax, label="rank of the sampled token")
+    prompt = "".join(run.text(i) for i in run.ids[: run.prompt_len])
+    fig.suptitle(title or f"{result.decoder.title} while generating after {_shorten(prompt, 40)!r}", fontsize=10)
     return fig

@@ -97,3 +97,17 @@ def test_bad_requests_get_one_readable_error(model: GPT) -> None:
         minigpt.generate_lens(model, [1, 2], 0)
     with pytest.raises(InputError, match="tokenizer"):
         minigpt.generate_lens(model, "text", 2)
+
+
+def test_the_png_view_draws_the_grid(model: GPT, tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from minigpt.plot import plot_generation
+
+    run = minigpt.generate_lens(model, [1, 2, 3], 6, decoders=["logit", "norm_only"], temperature=0)
+    fig = plot_generation(run, "norm_only")
+    ax = fig.axes[0]
+    assert len(ax.texts) == 4 * 6  # rows x steps, each the row's top-1
+    assert [t.get_text() for t in ax.get_yticklabels()] == run.lens["norm_only"].labels
+    fig.savefig(tmp_path / "run.png")
+    with pytest.raises(LensError, match="no lens 'tuned'"):
+        plot_generation(run, "tuned")
