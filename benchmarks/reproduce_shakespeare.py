@@ -26,7 +26,7 @@ import torch
 
 import minigpt
 from minigpt.cli import main as minigpt_main
-from minigpt.tokenizer import asset_path
+from minigpt.sources import asset_path
 from minigpt.train import TrainSettings, split, val_loss, windows
 
 SHIPPED = asset_path("shakespeare")

@@ -10,6 +10,7 @@ from importlib import metadata as _metadata
 
 from . import report
 from .attention import AttentionPatterns, attention_patterns
+from .attribution import Attribution, attribute
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -49,7 +50,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "generate_lens", "GenerationLens", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
-    "TunedLens", "JacobianLens",
+    "TunedLens", "JacobianLens", "attribute", "Attribution",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",

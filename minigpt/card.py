@@ -11,26 +11,19 @@ import math
 import os
 import platform
 import shlex
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from .model import GPT
+from .lens._matmul import cpu_capabilities
 from .tokenizer import bundled_gpt2
 from .train import (BETAS, GRAD_CLIP, LENS_WINDOWS, MIN_LR_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY, Corpus,
                     TrainResult, TrainSettings, windows)  # fmt: skip
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_capabilities()["model"]  # the one /proc/cpuinfo reader
     return (f"{cpu}, {os.cpu_count()} CPU cores visible, {torch.get_num_threads()} torch threads; "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")  # fmt: skip
 

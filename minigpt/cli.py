@@ -836,7 +836,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import json
 
     from . import distributed
-    from .tuned_train import STATE_JSON, corpus_ids, evaluate, fit, split_holdout
+    from .tuned import TunedLens
+    from .tuned_train import STATE_JSON, corpus_ids, evaluate, split_holdout
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
@@ -858,7 +859,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if distributed.is_main():
         note(f"tune: {len(ids):,} tokens: training on {len(train):,}, holding out {len(held_out):,}"
              + (f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""))  # fmt: skip
-    lens = fit(
+    lens, report = TunedLens.fit(
         model, train, kind=args.kind, steps=args.steps, tokens_per_step=args.tokens_per_step, seed=args.seed,
         window=args.window, lr=args.lr, batch_size=args.batch_size, out=out, resume=out if args.resume else None,
         save_every=args.save_every, base_model_name_or_path=args.model,
@@ -868,7 +869,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if not len(held_out):
         note("tune: --val-fraction 0 holds nothing out, so there is no held-out table")
     else:
-        result = evaluate(lens, model, held_out, window=lens.fit_config["window"], batch_size=args.batch_size)
+        result = evaluate(lens, model, held_out, window=report.settings["window"], batch_size=args.batch_size)
         if distributed.is_main():
             (out / "eval.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
             print(result.table())
@@ -969,6 +970,9 @@ def build_parser() -> Parser:
     dl.set_defaults(run=cmd_download)
     add_train_parser(commands)
     add_tune_parser(commands)
+    from . import attribute_cli  # `minigpt attribute`: the whole command is in that one file
+
+    attribute_cli.add_parser(commands)
     for sub in commands.choices.values():  # `minigpt lens ... --debug` works as well as `minigpt --debug lens ...`
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser

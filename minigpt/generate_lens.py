@@ -125,7 +125,7 @@ def generate_lens(
         raise LensError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"n must be a positive number of tokens to generate, got {n!r}")
-    mode = resolve_matmul(matmul, None, model)
+    mode = resolve_matmul(matmul, model)
     ids = _prompt_ids(prompt, tokenizer)
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]

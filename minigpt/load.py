@@ -19,13 +19,9 @@ code when loaded, so minigpt refuses them.
 from __future__ import annotations
 
 import contextlib
-import difflib
-import json
 import os
 import re
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,26 +30,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .errors import CheckpointError, ConfigError, HubError, ModelNameError, PickleCheckpointError
+from . import sources
+from .errors import CheckpointError, ConfigError, PickleCheckpointError
+from .files import read_json_object, state_problems
 from .model import GPT, GPTConfig
+from .sources import BUNDLED, HUB_REPOS, PICKLE_SUFFIXES, Bundled, Hub, Local
 
-# The hub repositories behind the preset names.
-HUB_REPOS = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl",
-    "distilgpt2": "distilbert/distilgpt2",
-}
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Official files store the causal mask as a buffer per layer (`h.{i}.attn.bias`,
 # [1, 1, n_positions, n_positions]: "not really a bias, more of a mask") and some
 # also `attn.masked_bias`. They are constants, not parameters; minigpt builds the mask itself.
 MASK_BUFFER = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
-PROBE_TIMEOUT_S = 5.0
-# Models shipped inside the package: preset name -> folder under minigpt/assets/.
-BUNDLED = {"shakespeare": "shakespeare"}
 # Reading a checkpoint that needs a dtype conversion goes this many bytes of the file at a time.
 CONVERT_CHUNK_BYTES = 16 * 2**20
 
@@ -72,67 +58,23 @@ class CheckpointFiles:
 # Names and paths to files
 
 
-def presets_hint() -> str:
-    return ", ".join([*HUB_REPOS, *(f"{name} (shipped with minigpt, offline)" for name in BUNDLED)])
-
-
 def resolve(name_or_path: str | os.PathLike, *, downloading: bool = False) -> CheckpointFiles:
     """Turn a preset, hub id, directory or `.safetensors` path into local files (downloading if needed).
 
+    Which of them a name is, `sources.where` decides (the one rule for every kind of file).
     `downloading`: the caller is `minigpt download`, whose hints differ when the hub is out of reach.
     """
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return local_files(path)
-    name = str(name_or_path)
-    if name in BUNDLED:
-        return bundled_files(name)
-    if name in HUB_REPOS:
-        return hub_files(HUB_REPOS[name], downloading=downloading)
-    if looks_like_a_path(name):
-        raise ModelNameError(missing_path_message(name))
-    if HUB_ID.match(name) and not name.endswith((".safetensors",) + PICKLE_SUFFIXES):
-        return hub_files(name, downloading=downloading)
-    nearest = difflib.get_close_matches(name.lower(), [*HUB_REPOS, *BUNDLED], n=1, cutoff=0.6)
-    did_you_mean = f"did you mean {nearest[0]!r}? " if nearest else ""
-    raise ModelNameError(
-        f"unknown model {name!r}: {did_you_mean}it is not an existing path, a preset ({presets_hint()}), "
-        "or a hub id like 'openai-community/gpt2'"
-    )
-
-
-def looks_like_a_path(name: str) -> bool:
-    """Whether a name that exists nowhere was meant as a local path rather than a hub id.
-
-    `owner/name` is also the shape of a hub id, so `weights/gpt2` counts as a path only when
-    its parent folder (`weights/`) is here: then the user is pointing into it.
-    """
-    if name.startswith((".", "~", "/", "\\")) or "\\" in name:
-        return True
-    if name.endswith((".safetensors",) + PICKLE_SUFFIXES):
-        return True
-    return "/" in name and Path(name).parent.is_dir()
-
-
-def missing_path_message(name: str) -> str:
-    path = Path(name).expanduser()
-    missing = f"{name} does not exist (nothing at {path.absolute()})"
-    shipped = "or use the model shipped with minigpt, 'shakespeare'"
-    if path.suffix in (".safetensors",) + PICKLE_SUFFIXES:
-        return f"{missing}; check the file name, {shipped}"
-    nearest = difflib.get_close_matches(path.name.lower(), list(HUB_REPOS), n=1, cutoff=0.6)
-    preset = path.name if path.name in HUB_REPOS else nearest[0] if nearest else None
-    default = Path("weights") / preset if preset else None  # where `minigpt download` puts it anyway
-    command = f"minigpt download {preset or 'gpt2'}" + ("" if path == default else f" --dir {name}")
-    for_example = "" if preset else "e.g. "
-    return f"{missing}: make that folder with {for_example}`{command}` (on a machine with network), {shipped}"
+    source = sources.where(name_or_path)
+    if isinstance(source, Local):
+        return local_files(source.path)
+    if isinstance(source, Bundled):
+        return bundled_files(source.name)
+    return hub_files(source.repo_id, downloading=downloading, revision=source.revision)
 
 
 def bundled_files(name: str) -> CheckpointFiles:
     """The files of a model shipped inside the package (never the hub)."""
-    from .tokenizer import asset_path
-
-    folder = asset_path(BUNDLED[name])
+    folder = sources.asset_path(BUNDLED[name])
     files = CheckpointFiles(folder / "model.safetensors", folder / "config.json")
     if not (files.weights.is_file() and files.config.is_file()):
         raise CheckpointError(
@@ -181,97 +123,41 @@ def pickle_message(path: Path) -> str:
 # The hub
 
 
-def http_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a server answers an HTTP HEAD request for `url` within `timeout` seconds.
-
-    A TCP connect is not enough: a stalled proxy accepts connections, and huggingface_hub then
-    retries for minutes. Any HTTP answer, an error status included, means the server is there.
-    """
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def hub_reachable() -> bool:
-    """Whether the hub answers within a few seconds.
-
-    `huggingface_hub` retries an unreachable host for about 25 s (a stalled one for minutes) and
-    logs each retry; asking first lets minigpt fail (or fall back to the cache) at once and quietly.
-    """
-    from huggingface_hub import constants
-
-    return http_reachable(constants.ENDPOINT.rstrip("/") + "/api/models/openai-community/gpt2")
-
-
 def offline_hint(repo_id: str, offline: bool, downloading: bool) -> str:
-    """How to get a checkpoint without network. No mirror under HF_HUB_OFFLINE (the user chose no hub)."""
+    """How to get a checkpoint without network (`sources.hub_file` adds the mirror, unless HF_HUB_OFFLINE)."""
     from huggingface_hub import constants
 
     name = next((preset for preset, repo in HUB_REPOS.items() if repo == repo_id), repo_id)
     fetch = f"run `minigpt download {name}` on a machine with network"
     if downloading:
-        hint = f"{fetch} and copy the folder it writes to this machine"
-    else:
-        cached = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-        hint = (
-            f"without network, use the model shipped with minigpt ('shakespeare', or --model shakespeare), "
-            f"or {fetch} and pass its directory here instead of the name, or pass a directory from "
-            f"transformers' cache (e.g. {cached}/<commit>)"
-        )
-    return hint if offline else hint + ", or set HF_ENDPOINT to a mirror"
+        return f"{fetch} and copy the folder it writes to this machine"
+    cached = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    return (
+        f"without network, use the model shipped with minigpt ('shakespeare', or --model shakespeare), "
+        f"or {fetch} and pass its directory here instead of the name, or pass a directory from "
+        f"transformers' cache (e.g. {cached}/<commit>)"
+    )
 
 
 def hub_download(
-    repo_id: str, required: tuple[str, ...], optional: tuple[str, ...] = (), *, downloading: bool = False
+    repo_id: str, required: tuple[str, ...], optional: tuple[str, ...] = (), *, downloading: bool = False,
+    revision: str | None = None,
 ) -> dict[str, Path | None]:
-    """Fetch files of a hub repo into the standard HF cache (shared with `transformers`), reusing what is there.
-
-    Honours HF_HUB_OFFLINE, HF_ENDPOINT and HF_HOME. When the hub cannot be reached,
-    only the cache is consulted, so the answer comes in seconds instead of after retries.
-    """
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    offline = constants.HF_HUB_OFFLINE
-    cache_only = offline or not hub_reachable()
-    got: dict[str, Path | None] = {}
-    for filename in required + optional:
-        try:
-            got[filename] = Path(hf_hub_download(repo_id, filename, local_files_only=cache_only))
-        except (RepositoryNotFoundError, GatedRepoError) as e:
-            raise HubError(f"the hub has no accessible repo {repo_id!r} ({type(e).__name__}); check the name") from e
-        except RevisionNotFoundError as e:
-            raise HubError(f"repo {repo_id!r} has no main revision") from e
-        except (LocalEntryNotFoundError, EntryNotFoundError) as e:
-            # LocalEntryNotFoundError: not cached, and the hub may not (or cannot) be asked.
-            if filename in optional:
-                got[filename] = None
-            elif isinstance(e, LocalEntryNotFoundError):
-                why = "HF_HUB_OFFLINE is set" if offline else f"the hub ({constants.ENDPOINT}) cannot be reached"
-                hint = offline_hint(repo_id, offline, downloading)
-                raise HubError(f"cannot get {filename} of {repo_id}: {why} and it is not in the cache; {hint}") from e
-            else:
-                raise HubError(f"repo {repo_id!r} has no {filename}; minigpt needs config.json and model.safetensors") from e
-        except OSError as e:  # a network error mid-download, a full disk, ...
-            hint = offline_hint(repo_id, offline, downloading)
-            raise HubError(f"downloading {filename} of {repo_id} failed: {e}; try again, or {hint}") from e
-    return got
+    """A checkpoint's files from a hub repo, through `sources.hub_file` (the hub is probed once for all of them)."""
+    hint = offline_hint(repo_id, sources.hub_offline(), downloading)
+    cache_only = sources.hub_offline() or not sources.hub_reachable()
+    missing = "minigpt needs config.json and model.safetensors"
+    return {
+        name: sources.hub_file(repo_id, name, revision=revision, optional=name in optional, cache_only=cache_only,
+                               offline_hint=hint, missing_hint=missing)  # fmt: skip
+        for name in required + optional
+    }
 
 
-def hub_files(repo_id: str, *, downloading: bool = False) -> CheckpointFiles:
+def hub_files(repo_id: str, *, downloading: bool = False, revision: str | None = None) -> CheckpointFiles:
     """A hub repo's checkpoint files, fetched into the HF cache."""
     required, optional = ("config.json", "model.safetensors"), ("vocab.json", "merges.txt")
-    got = hub_download(repo_id, required, optional, downloading=downloading)
+    got = hub_download(repo_id, required, optional, downloading=downloading, revision=revision)
     return CheckpointFiles(got["model.safetensors"], got["config.json"], got["vocab.json"], got["merges.txt"])
 
 
@@ -300,12 +186,7 @@ def download(name: str, directory: str | os.PathLike | None = None) -> Path:
 
 def read_config(path: Path) -> GPTConfig:
     """Parse a `config.json`."""
-    try:
-        fields = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}; it should be the checkpoint's JSON config") from e
-    if not isinstance(fields, dict):
-        raise ConfigError(f"{path} does not hold a JSON object")
+    fields = read_json_object(path, "the checkpoint's JSON config", ConfigError)
     try:
         return GPTConfig.from_dict(fields)
     except TypeError as e:
@@ -364,17 +245,7 @@ def check_tensors(tensors: dict[str, Tensor], model: GPT, path: Path) -> dict[st
     """Match the checkpoint's tensors to the model's parameters, strictly; return the state dict."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     lm_head = tensors.pop("lm_head.weight", None)
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [f"{k}: file {tuple(tensors[k].shape)}, model {expected[k]}" for k in expected
-             if k in tensors and tuple(tensors[k].shape) != expected[k]]  # fmt: skip
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(f"{k} {list(expected[k])}" for k in missing[:12]) + more(missing))
-    if unexpected:
-        problems.append("unexpected " + ", ".join(unexpected[:12]) + more(unexpected))
-    if wrong:
-        problems.append("wrong shape " + "; ".join(wrong[:12]) + more(wrong))
+    problems = state_problems(tensors, expected)
     if problems:
         raise CheckpointError(
             f"{path} does not match the GPT-2 config ({model.config.n_layer} layers, n_embd {model.config.n_embd}, "
@@ -390,10 +261,6 @@ def check_tensors(tensors: dict[str, Tensor], model: GPT, path: Path) -> dict[st
         if not v.dtype.is_floating_point:
             raise CheckpointError(f"{path}: tensor {k} has dtype {v.dtype}; GPT-2 weights are floating point")
     return tensors
-
-
-def more(items: list) -> str:
-    return f" (and {len(items) - 12} more)" if len(items) > 12 else ""
 
 
 def load_model(
@@ -490,10 +357,8 @@ def checkpoint_config(name_or_path: str | os.PathLike) -> GPTConfig:
     The CLI checks options that depend on the model's shape (`--last-blocks`, `--layers`, `--top-k`)
     against it before the weights are read.
     """
-    path = Path(name_or_path).expanduser()
-    name = str(name_or_path)
-    hub_name = name in HUB_REPOS or (HUB_ID.match(name) and not looks_like_a_path(name))
-    if not path.exists() and name not in BUNDLED and hub_name:
-        return read_config(hub_download(HUB_REPOS.get(name, name), ("config.json",))["config.json"])
+    source = sources.where(name_or_path)
+    if isinstance(source, Hub):
+        return read_config(hub_download(source.repo_id, ("config.json",), revision=source.revision)["config.json"])
     files = resolve(name_or_path)
     return read_config(files.config) if files.config is not None else infer_config(open_tensors(files.weights))

@@ -30,6 +30,7 @@ from matplotlib.patches import Rectangle
 from . import display
 from .errors import LensError
 from .lens import METRICS, CorpusResult, LensResult, Metric, Row
+from .lens.rows import row_index
 
 if TYPE_CHECKING:
     from .generate_lens import GenerationLens
@@ -137,16 +138,19 @@ def _choose_rows(rows: list[Row], layers: int | Sequence[int | str] | None, sub_
         layers = [layers]
     if layers is not None and not isinstance(layers, (int, np.integer)):
         wanted = list(layers) if isinstance(layers, Sequence) else []
-        ok = lambda w: isinstance(w, str) or (isinstance(w, (int, np.integer)) and not isinstance(w, bool))  # noqa: E731
+        ok = lambda w: isinstance(w, (str, Row, tuple)) or (isinstance(w, (int, np.integer)) and not isinstance(w, bool))  # noqa: E731
         if not wanted or not all(ok(w) for w in wanted):
-            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of block numbers and row labels "
-                            f"from: {', '.join(labels)}")  # fmt: skip
-        # A number is a block: its output row (h.5 for 5), never a row index.
-        names = [f"h.{int(w)}" if not isinstance(w, str) else w for w in wanted]
-        missing = [w for w, name in zip(wanted, names) if name not in labels]
+            raise LensError(f"layers must be a stride (int >= 1) or a non-empty list of block numbers, Rows and row "
+                            f"labels from: {', '.join(labels)}")  # fmt: skip
+        found, missing = set(), []
+        for w in wanted:  # a number is a block, meaning its output row (5 is h.5), never a row index
+            try:
+                found.add(row_index(rows, Row.post(int(w)) if isinstance(w, (int, np.integer)) else w))
+            except LensError:
+                missing.append(w)
         if missing:
             raise LensError(f"no row {', '.join(map(repr, missing))} in this result; the rows are {', '.join(labels)}")
-        return sorted({labels.index(name) for name in names})  # depth order, whatever order they were listed in
+        return sorted(found)  # depth order, whatever order they were listed in
 
     stride = 1 if layers is None else layers
     if isinstance(stride, bool) or stride < 1:

@@ -13,16 +13,8 @@
   const TARGETS = ["final", "next", "input"];
   const TARGET_WORDS = { final: "final top-1", next: "next token", input: "input token" };
 
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function tok(id) {
-    const t = D.text[String(id)];
-    return t === undefined ? "<" + id + ">" : t;
-  }
+  const el = mgElement;
+  const tok = (id) => mgToken(D, id);
   function tokSpan(id) {
     return el("span", "mg-tok", tok(id));
   }
@@ -53,7 +45,8 @@
     return view.reversed ? 255 - i : i;
   }
   function colour(view, v) {
-    return v === null ? D.bad : D.colours[colourIndex(view, v)];
+    if (v === null) return D.bad;
+    return view.categories ? view.categories[v].colour : D.colours[colourIndex(view, v)]; // the depth view: 3 colours
   }
   function ink(hex) { // black on light colours, white on dark ones (the PNG's rule)
     const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255);
@@ -136,12 +129,6 @@
   }
   table.append(thead, tbody, tfoot);
 
-  if (D.depth) {
-    for (let t = 0; t < T; t++) {
-      if (D.depth.depth[t] < R) cells[D.depth.depth[t]][t].classList.add("mg-settle");
-      if (D.depth.first_hit[t] < R) cells[D.depth.first_hit[t]][t].classList.add("mg-first");
-    }
-  }
 
   // ------------------------------------------------------------------
   // Header, notice, legend
@@ -159,9 +146,26 @@
     notice.hidden = false;
   }
 
+  // A swatch and its words, kept on one line (the legend wraps between keys, never inside one).
+  function key(swatchClass, background, text) {
+    const k = el("span", "mg-key"), swatch = el("span", swatchClass);
+    if (background) swatch.style.background = background;
+    k.append(swatch, el("span", null, text));
+    return k;
+  }
   function renderLegend(view) {
     const legend = q(".mg-legend");
     legend.textContent = "";
+    if (view.categories) { // the depth view: its three colours and its line, as the PNG's legend has them
+      legend.append(el("span", null, view.legend));
+      for (const c of view.categories) legend.append(key("mg-swatch", c.colour, c.label));
+      legend.append(key("mg-swatch mg-line", null, "line: under the depth row, from which every row's top-1 is the final top-1 (none: the top row disagrees)"));
+    } else {
+      legend.append(colourBar(view), el("span", null, view.legend));
+    }
+    legend.append(key("mg-swatch", D.bad, "no value"), key("mg-swatch mg-outline", null, "outline: the row's top-1 is the model's final top-1"));
+  }
+  function colourBar(view) {
     const scale = el("div", "mg-scale");
     const bar = el("div", "mg-bar");
     const stops = [];
@@ -176,20 +180,13 @@
     };
     if (view.log) {
       for (let v = view.lo; v <= view.hi * 1.0001; v *= 10) place(v, String(Math.round(v)));
-    } else if (current === "depth") {
-      place(0, D.rows[0].label);
-      place(view.hi, "never");
     } else {
       place(view.lo, num(view.lo));
       place((view.lo + view.hi) / 2, num((view.lo + view.hi) / 2));
       place(view.hi, num(view.hi));
     }
     scale.append(bar, ticks);
-    legend.append(scale, el("span", null, view.legend));
-    const bad = el("span", "mg-swatch");
-    bad.style.background = D.bad;
-    const outline = el("span", "mg-swatch mg-outline");
-    legend.append(bad, el("span", null, "no value"), outline, el("span", null, "outline: the row's top-1 is the model's final top-1"));
+    return scale;
   }
 
   // ------------------------------------------------------------------
@@ -238,11 +235,23 @@
       for (let t = 0; t < T; t++) cells[r][t].hidden = !colShown(t);
     }
     for (let t = 0; t < T; t++) for (const th of colHeads[t]) th.hidden = !colShown(t);
+    markDepth();
     if (active.hidden || !rowShown(active.mgR)) {
       const rs = shownRows(), ts = shownCols();
       setActive(cells[nearest(rs, active.mgR)][nearest(ts, active.mgT)], false);
     }
     if (pinned) renderPin();
+  }
+  // The depth view's line sits under the first shown row at or above the position's depth (the PNG's
+  // rule when it leaves rows out); there is none where even the top row disagrees (depth = R).
+  function markDepth() {
+    if (!D.depth) return;
+    for (const c of root.querySelectorAll(".mg-settle")) c.classList.remove("mg-settle");
+    const rs = shownRows();
+    for (let t = 0; t < T; t++) {
+      const r = rs.find((row) => row >= D.depth.depth[t]);
+      if (D.depth.depth[t] < R && r !== undefined) cells[r][t].classList.add("mg-settle");
+    }
   }
   const nearest = (list, x) => list.reduce((best, v) => (Math.abs(v - x) < Math.abs(best - x) ? v : best), list[0]);
 
@@ -294,7 +303,14 @@
     head.append(el("strong", null, D.rows[r].label), el("span", null, " · position " + (D.start + t) + " · input "),
       tokSpan(D.input[t]), el("span", "mg-dim", " (id " + D.input[t] + ")"));
     tip.appendChild(head);
-    tip.appendChild(el("div", "mg-dim", D.views[current].label + ": " + num(D.views[current].values[at(r, t)])));
+    const view = D.views[current], value = view.values[at(r, t)];
+    let says = view.label + ": " + num(value);
+    if (view.categories) { // the depth view: the position's depth and first hit, and this row's category
+      const row = (i) => (i < R ? D.rows[i].label : "never");
+      says = "prediction depth " + row(D.depth.depth[t]) + " (first hit " + row(D.depth.first_hit[t]) + "); this row: " +
+        (value === null ? "no value" : view.categories[value].label);
+    }
+    tip.appendChild(el("div", "mg-dim", says));
     const list = el("table", "mg-top");
     const header = el("tr");
     for (const h of ["#", "top " + K, "id", "p"]) header.appendChild(el("th", null, h));
@@ -332,15 +348,31 @@
     const att = attentionSummary(t);
     if (att) tip.appendChild(att);
     tip.hidden = false;
-    const rc = td.getBoundingClientRect(), rr = root.getBoundingClientRect();
-    let left = rc.left - rr.left, top = rc.bottom - rr.top + 4;
-    if (left + tip.offsetWidth > root.clientWidth) left = Math.max(0, root.clientWidth - tip.offsetWidth);
-    if (rc.bottom + tip.offsetHeight + 4 > window.innerHeight && rc.top - tip.offsetHeight - 4 > 0) top = rc.top - rr.top - tip.offsetHeight - 4;
-    tip.style.left = left + "px";
-    tip.style.top = top + "px";
+    placeTip(td.getBoundingClientRect());
     showAttention(t);
   }
+  // The tooltip goes where it fits inside the window: below the cell, above it, to its right, to its
+  // left; where none fits, as low as fits. Never outside it: in a notebook the window is the report's
+  // frame, which would cut it off. (Window coordinates; the tooltip is placed relative to root.)
+  function placeTip(cell) {
+    const w = tip.offsetWidth, h = tip.offsetHeight, gap = 4;
+    const W = document.documentElement.clientWidth, H = window.innerHeight;
+    const inX = (x) => Math.min(Math.max(x, 0), Math.max(0, W - w)), inY = (y) => Math.min(Math.max(y, 0), Math.max(0, H - h));
+    const spots = [
+      [inX(cell.left), cell.bottom + gap], [inX(cell.left), cell.top - gap - h],
+      [cell.right + gap, inY(cell.top)], [cell.left - gap - w, inY(cell.top)],
+    ];
+    const fits = ([x, y]) => x >= 0 && y >= 0 && x + w <= W && y + h <= H;
+    const [x, y] = spots.find(fits) || [inX(cell.left), inY(cell.bottom + gap)];
+    const rr = root.getBoundingClientRect();
+    tip.style.left = (x - rr.left) + "px";
+    tip.style.top = (y - rr.top) + "px";
+  }
   const hideTip = () => { tip.hidden = true; };
+  // Whether the focused cell's tooltip comes back when the pointer leaves the grid. Yes after the
+  // keyboard moved focus (its user reads the tooltip of the focused cell); no once a pin or Escape
+  // closed it, so that a clicked cell's tooltip does not reopen on top of the pin chart.
+  let tipOnFocus = false;
 
   // ------------------------------------------------------------------
   // Pinning: one token at one position, and its rank or probability in every shown row
@@ -366,6 +398,25 @@
     if (pressed !== null) b.setAttribute("aria-pressed", String(pressed));
     b.addEventListener("click", onClick);
     return b;
+  }
+  // The chart's two axes, both logarithmic, since ranks and probabilities span decades: a linear
+  // probability axis leaves every bar empty at p = 1e-4. The bar's length is the value's place on
+  // the axis, whose ticks are drawn under the bars.
+  const AXES = {
+    rank: { fill: (rank) => 1 - Math.log10(rank) / 3, ticks: [[1000, "1000"], [100, "100"], [10, "10"], [1, "1"]] },
+    prob: { fill: (p) => 1 + Math.log10(p) / 6, ticks: [[1e-6, "10⁻⁶"], [1e-4, "10⁻⁴"], [1e-2, "10⁻²"], [1, "1"]] },
+  };
+  const fillOf = (mode, v) => Math.min(Math.max(AXES[mode].fill(v), 0), 1); // nothing below the axis, full above it
+  function chartAxis(mode) {
+    const line = el("div", "mg-axis"), track = el("div", "mg-track");
+    for (const [v, text] of AXES[mode].ticks) {
+      const tick = el("span", null, text);
+      tick.dataset.value = v;
+      tick.style.left = (100 * fillOf(mode, v)).toFixed(1) + "%";
+      track.appendChild(tick);
+    }
+    line.append(el("span", "mg-label", ""), track, el("span", "mg-num", mode === "rank" ? "rank (log)" : "p (log)"));
+    return line;
   }
   function renderPin() {
     const { r, t, id } = pinned;
@@ -413,10 +464,10 @@
         line.classList.add("mg-unknown");
         text = chartMode === "rank" ? "rank > " + K : "p < " + prob(s.below);
       } else if (chartMode === "rank") {
-        width = Math.max(0, 1 - Math.log10(s.rank) / 3); // rank 1 fills the bar, rank 1000 and beyond none
+        width = fillOf("rank", s.rank);
         text = "rank " + s.rank;
       } else {
-        width = s.prob === null ? 0 : s.prob;
+        width = s.prob === null || s.prob <= 0 ? 0 : fillOf("prob", s.prob);
         text = prob(s.prob);
       }
       fill.style.width = (100 * width).toFixed(1) + "%";
@@ -424,10 +475,13 @@
       line.append(el("span", "mg-label", D.rows[rr].label), track, el("span", "mg-num", text));
       chart.appendChild(line);
     }
+    chart.appendChild(chartAxis(chartMode));
     pinPanel.appendChild(chart);
     pinPanel.appendChild(el("p", "mg-dim", chartMode === "rank"
-      ? "Rank in each row (log scale; 1 fills the bar). Known exactly in the top " + K + " and for the final, next and input tokens."
-      : "Probability in each row. Below the top " + K + ", only a bound is known (except for the final, next and input tokens)."));
+      ? "Rank in each row (log scale: rank 1 fills the bar, 1000 and beyond leave it empty). Known exactly in the top " + K +
+        " and for the final, next and input tokens."
+      : "Probability in each row (log scale: 1 fills the bar, 10⁻⁶ and below leave it empty). Below the top " + K +
+        ", only a bound is known (except for the final, next and input tokens)."));
     pinPanel.hidden = false;
   }
 
@@ -528,15 +582,22 @@
       case "End": t = ts[ts.length - 1]; break;
       case "PageUp": r = rs[rs.length - 1]; break;
       case "PageDown": r = rs[0]; break;
-      case "Enter": case " ": pin(td, topId(td.mgR, td.mgT, 0)); event.preventDefault(); return;
-      case "Escape": unpin(); hideTip(); event.preventDefault(); return;
+      case "Enter": case " ": pin(td, topId(td.mgR, td.mgT, 0)); closeTip(); event.preventDefault(); return;
+      case "Escape": unpin(); closeTip(); event.preventDefault(); return;
       default: return;
     }
     event.preventDefault();
     setActive(cells[r][t], true);
   });
+  function closeTip() {
+    tipOnFocus = false;
+    hideTip();
+  }
   table.addEventListener("focusin", (event) => {
-    if (event.target.classList.contains("mg-cell")) { setActive(event.target, false); showTip(event.target); }
+    if (!event.target.classList.contains("mg-cell")) return;
+    setActive(event.target, false);
+    tipOnFocus = true;
+    showTip(event.target);
   });
   table.addEventListener("focusout", hideTip);
   table.addEventListener("mouseover", (event) => {
@@ -544,7 +605,8 @@
     if (td) showTip(td);
   });
   table.addEventListener("mouseleave", () => {
-    if (root.contains(document.activeElement) && document.activeElement.classList.contains("mg-cell")) showTip(document.activeElement);
+    const focused = document.activeElement;
+    if (tipOnFocus && root.contains(focused) && focused.classList.contains("mg-cell")) showTip(focused);
     else hideTip();
   });
   table.addEventListener("click", (event) => {
@@ -552,9 +614,21 @@
     if (!td) return;
     setActive(td, true);
     pin(td, topId(td.mgR, td.mgT, 0));
+    closeTip(); // the chart is what the click asked for: the tooltip must not cover it
   });
 
   applyView(current);
+  markDepth();
+  // In a notebook the report sits in a sandboxed frame, which cannot size itself: it tells the page
+  // around it its height whenever that changes (a pin panel opens, the controls wrap), and
+  // notebook_html's script there sets the frame's height. Only a number crosses over.
+  if (window.parent !== window) {
+    root.classList.add("mg-framed");
+    const html = document.documentElement;
+    new ResizeObserver(() => {
+      window.parent.postMessage({ minigptReportHeight: Math.ceil(html.getBoundingClientRect().height) }, "*");
+    }).observe(html);
+  }
   if (A) showAttention(0);
   root.dataset.ready = "true"; // for tests and tools: the page is built
 })();

@@ -47,27 +47,28 @@ RANK_MAX = {"ranks": 100, "input_ranks": 1000}
 # matplotlib's "Blues" (ColorBrewer's 9-class Blues), from light to dark; "Blues_r" is it reversed.
 BLUES = ("#f7fbff", "#deebf7", "#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b")
 BAD_COLOR = "#dddddd"  # a cell without a value (the last position has no next token), as in the PNG
+# The depth view's three categories, as the PNG draws them (minigpt.plot.DEPTH_SHADES and DEPTH_LABELS;
+# a test keeps them equal): places on the Blues map, light to dark, and their names.
+DEPTH_SHADES = (0.1, 0.4, 0.75)
+DEPTH_LABELS = ("settled (row ≥ depth)", "= final, not yet settled", "≠ final top-1")
 
 
 class _View(NamedTuple):
     label: str  # in the colour control
-    legend: str  # under the colour bar; {kl_max} is filled in
+    legend: str  # beside the colour bar; {kl_max}, {lo} and {hi} (the scale's ends) and {how} are filled in
     cmap: str  # the PNG view's colour map: light means close to the reference, or confident
     log: bool  # a log scale (the ranks)
 
 
 VIEWS: dict[str, _View] = {
-    "logits": _View("top-1 logit", "top-1 logit (5th to 95th percentile of all cells)", "Blues_r", False),
+    "logits": _View("top-1 logit", "top-1 logit, {lo:.4g} to {hi:.4g}, clipped: {how}", "Blues_r", False),
     "probs": _View("top-1 probability", "top-1 probability", "Blues_r", False),
     "ranks": _View("rank of the final top-1", "rank of the model's final top-1 token (clipped at 100)", "Blues", True),
     "kl": _View("KL(final ‖ row)", "KL(final ‖ row), nats (clipped at {kl_max:g})", "Blues", False),
     "input_ranks": _View("rank of the input token", "rank of the input token (clipped at 1000)", "Blues", True),
     "input_kl": _View("KL(input ‖ row)", "KL(input ‖ row), nats (clipped at {kl_max:g})", "Blues", False),
     "entropy": _View("entropy", "entropy of the row's distribution, nats (clipped at {kl_max:g})", "Blues", False),
-    "depth": _View(
-        "prediction depth", "prediction depth: the row from which every row's top-1 is the final top-1 "
-        "(red line; dashed: the first row that has it); the top means never", "Blues", False,
-    ),  # fmt: skip
+    "depth": _View("prediction depth", "prediction depth; the row's top-1:", "Blues", False),  # + DEPTH_LABELS
 }
 
 
@@ -141,32 +142,53 @@ def colour_table() -> tuple[str, ...]:
     return tuple("#" + "".join(f"{round(v * 255):02x}" for v in c) for c in rgb)
 
 
-def _views(data: _Data, kl_max: float) -> dict[str, dict[str, Any]]:
-    """Each view's values (R, T) and colour scale, keyed by name, as the page reads them."""
-    R, T = len(data.labels), len(data.token_ids)
+def _views(data: _Data, kl_max: float, scale: tuple[float, float] | None) -> dict[str, dict[str, Any]]:
+    """Each view's values (R, T) and colour scale, keyed by name, as the page reads them.
+    scale: the top-1 logit's (lo, hi), or None for this report's 5th to 95th percentile."""
     stats = dict(data.stats)
-    stats["depth"] = np.broadcast_to(data.depth[None, :], (R, T))  # every cell shows its column's depth
+    stats["depth"] = _depth_categories(data)
     out = {}
     for name, values in stats.items():
         view = VIEWS[name]
-        if name == "logits":
+        how = ""
+        if name == "logits" and scale is not None:
+            (lo, hi), how = scale, "a fixed scale (lens_html's scale=)"
+        elif name == "logits":
             # No natural scale; the embed row is often far off: the 5th to 95th percentile, as the PNG does.
+            # That makes the colours of two reports differ for the same logit, so the legend says so.
             finite = values[np.isfinite(values)].astype(np.float64)
             lo, hi = np.percentile(finite, [5, 95]) if finite.size else (0.0, 1.0)
             lo, hi = (lo - 0.5, hi + 0.5) if hi <= lo else (lo, hi)
+            how = "this report's 5th to 95th percentile (to compare reports, give each the same scale=(lo, hi))"
         elif name == "probs":
             lo, hi = 0.0, 1.0
         elif name in RANK_MAX:
             lo, hi = 1.0, float(RANK_MAX[name])
         elif name == "depth":
-            lo, hi = 0.0, float(R)  # R = never
+            lo, hi = 0.0, float(len(DEPTH_SHADES) - 1)  # the categories' indices
         else:  # the KLs and the entropy, in nats
             lo, hi = 0.0, kl_max
         out[name] = {
-            "label": view.label, "legend": view.legend.format(kl_max=kl_max), "reversed": view.cmap.endswith("_r"),
+            "label": view.label, "legend": view.legend.format(kl_max=kl_max, lo=lo, hi=hi, how=how),
+            "reversed": view.cmap.endswith("_r"),
             "log": view.log, "lo": float(lo), "hi": float(hi), "values": _numbers(values),
         }  # fmt: skip
+    if "depth" in out:
+        # Three colours, not a scale: the PNG's ListedColormap of Blues at DEPTH_SHADES, read off the
+        # same 256-colour table matplotlib samples (index int(x * 256)).
+        table = colour_table()
+        out["depth"]["categories"] = [
+            {"colour": table[min(int(x * 256), 255)], "label": label} for x, label in zip(DEPTH_SHADES, DEPTH_LABELS)
+        ]
     return out
+
+
+def _depth_categories(data: _Data) -> np.ndarray:
+    """(R, T) int64, the PNG depth view's cells: 0 where the row is at or above its position's depth,
+    1 where its top-1 is the final top-1 below that, 2 where it is another token."""
+    rows = np.arange(len(data.labels))[:, None]  # (R, 1): row indices, as depth counts them
+    agree = data.top_ids[:, :, 0] == data.final_ids[None, :]  # (R, T)
+    return np.where(rows >= data.depth[None, :], 0, np.where(agree, 1, 2)).astype(np.int64)
 
 
 def _numbers(a: np.ndarray) -> list[Any]:
@@ -282,7 +304,9 @@ def lens_html(
     metric: str = "logits",
     max_positions: int = MAX_POSITIONS,
     kl_max: float = 10.0,
+    scale: tuple[float, float] | None = None,
     title: str | None = None,
+    attribution: dict[str, Any] | None = None,
 ) -> str:
     """The lens as one self-contained HTML page (a str; write it to a `.html` file and open it anywhere).
 
@@ -292,23 +316,33 @@ def lens_html(
     metric: the view shown first (any of `VIEWS`; "depth" when the result has `depth`); the page
       switches among all of them, with the PNG views' colour maps and scales (kl_max: the top of
       the KL and entropy scales, in nats).
+    scale: (lo, hi), the top-1 logit view's colour scale. By default it is this report's 5th to 95th
+      percentile, so the same colour means different logits in two reports; give reports you
+      compare the same scale. The legend shows the range either way.
     attention: `minigpt.attention_patterns(model, ids, ...)` on the same tokens, to show which
       earlier tokens each position reads, per block and head.
+    attribution: `minigpt.attribution.report_attribution(model, ids, result)`: clicking a cell (or Enter)
+      opens its top components writing that row's top-1 (report_attribution.js).
     """
     if isinstance(max_positions, bool) or not isinstance(max_positions, numbers.Integral) or max_positions < 1:
         raise LensError(f"max_positions must be a positive integer, got {max_positions!r}")
     if isinstance(kl_max, bool) or not (isinstance(kl_max, numbers.Real) and 0 < kl_max < math.inf):
         raise LensError(f"kl_max must be a positive number of nats, got {kl_max!r}")
+    scale = _check_scale(scale)
     if attention is not None and not isinstance(attention, AttentionPatterns):
         raise LensError(f"attention must come from minigpt.attention_patterns(model, ids), got {type(attention).__name__}")
     if title is not None and not isinstance(title, str):
         raise LensError(f"title must be a str, got {type(title).__name__}")
     data = _report_data(result, int(max_positions))
-    views = _views(data, float(kl_max))
+    views = _views(data, float(kl_max), scale)
     if metric not in views:
         raise LensError(f"unknown metric {metric!r}; choose one of {', '.join(views)}")
     payload = _payload(data, views, metric, title, None if attention is None else _attention(data, attention))
-    script, style = _asset("report.js"), _asset("report.css")
+    script, style = _asset("report_dom.js") + "\n" + _asset("report.js"), _asset("report.css")
+    # -- the attribution panel (minigpt/attribution.py): its data, and its script after the report's own
+    if attribution is not None:
+        payload["attribution"] = attribution
+        script += "\n" + _asset("report_attribution.js")
     # The policy names the page's only script and style sheet by hash: nothing else may run,
     # load or connect, whatever a token's text holds.
     policy = (
@@ -325,16 +359,48 @@ def lens_html(
     )
 
 
+def _check_scale(scale: Any) -> tuple[float, float] | None:
+    """`scale` as two floats, or None; a LensError that says what it must be otherwise."""
+    if scale is None:
+        return None
+    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    pair = tuple(scale) if isinstance(scale, (tuple, list, np.ndarray)) else ()
+    if len(pair) != 2 or not all(real(v) for v in pair) or not pair[0] < pair[1]:
+        raise LensError(
+            f"scale must be two finite numbers (lo, hi) with lo < hi, the top-1 logit's colour range, got {scale!r}; "
+            "e.g. scale=(0.0, 20.0), the same for every report you compare (or None for each report's own percentiles)"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+# Beside the frame in a notebook: sets each report frame's height to the one its page posts (a number,
+# checked and kept within bounds), so that the frame fits its content and nothing in it is cut off.
+# Every report brings one; each handles every frame, so any number of them on a page agree.
+_FRAME_SIZER = """<script>
+window.addEventListener("message", function (event) {
+  var height = event.data && event.data.minigptReportHeight;
+  if (typeof height !== "number" || !isFinite(height)) return;
+  var frames = document.querySelectorAll("iframe.minigpt-report");
+  for (var i = 0; i < frames.length; i++) {
+    if (frames[i].contentWindow === event.source) frames[i].style.height = Math.min(Math.max(Math.ceil(height), 50), 30000) + "px";
+  }
+});
+</script>"""
+
+
 def notebook_html(result: LensResult, *, max_positions: int = NOTEBOOK_POSITIONS, **options: Any) -> str:
     """The report for Jupyter: `lens_html` inside a sandboxed `<iframe srcdoc>`, so that its script,
-    styles and ids stay apart from the notebook and from other reports on the same page. Capped at
-    `max_positions` (64) positions, since a notebook stores what it shows. Jupyter runs the script
-    only in a trusted notebook; elsewhere the frame stays empty."""
+    styles and ids stay apart from the notebook and from other reports on the same page, and a small
+    script that sizes the frame to its content. Capped at `max_positions` (64) positions, since a
+    notebook stores what it shows. Jupyter runs scripts only in a trusted notebook; elsewhere the
+    frame stays empty."""
     page = lens_html(result, max_positions=max_positions, **options)
-    height = 260 + 22 * (len(result.labels) + 4)  # the grid's rows, headers and controls, in pixels
+    # Until the page posts its height (or where no script runs): an estimate of the grid's rows,
+    # headers and controls, in pixels.
+    height = 260 + 22 * (len(result.labels) + 4)
     return (
-        f'<iframe srcdoc="{html_escape.escape(page, quote=True)}" sandbox="allow-scripts" '
-        f'style="width: 100%; height: {height}px; border: 0" title="logit lens report"></iframe>'
+        f'<iframe class="minigpt-report" srcdoc="{html_escape.escape(page, quote=True)}" sandbox="allow-scripts" '
+        f'style="width: 100%; height: {height}px; border: 0" title="logit lens report"></iframe>{_FRAME_SIZER}'
     )
 
 
@@ -378,9 +444,9 @@ def generation_html(run: GenerationLens, *, title: str | None = None) -> str:
     prompt = "".join(run.text(i) for i in run.ids[: run.prompt_len])
     payload = {
         "title": title or f"The lens while generating after {prompt[-60:]!r}", "steps": run.generated.tolist(),
-        "lenses": lenses, "id_text": {str(i): run.text(i) for i in sorted(used)},
+        "lenses": lenses, "text": {str(i): run.text(i) for i in sorted(used)},
     }  # fmt: skip
-    script, style = _asset("report_generation.js"), _asset("report.css")
+    script, style = _asset("report_dom.js") + "\n" + _asset("report_generation.js"), _asset("report.css")
     policy = (
         f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; "
         "img-src 'none'; base-uri 'none'; form-action 'none'"

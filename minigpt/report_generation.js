@@ -2,21 +2,15 @@
 // Steps run across and rows go up; the sampled token sits on top; each cell shows the row's top-1 with
 // the row's rank of the sampled token, coloured by that rank. A toggle switches between the lenses.
 // Hover or focus a cell for its top-k; click or Enter pins it, Escape unpins. Token text is data:
-// it only ever reaches the page through textContent.
+// it only ever reaches the page through textContent (report_dom.js runs first: mgElement, mgToken).
 (function () {
-  "use strict";
   const root = document.currentScript.closest(".mg-report");
   const q = (sel) => root.querySelector(sel);
   const data = JSON.parse(q(".mg-data").textContent);
   const grid = q(".mg-grid"), tip = q(".mg-tip"), pin = q(".mg-pin"), select = q(".mg-lens");
-  const text = (id) => (Object.prototype.hasOwnProperty.call(data.id_text, id) ? data.id_text[id] : "<" + id + ">");
+  const text = (id) => mgToken(data, id);
   const shown = (s) => s.replace(/ /g, "\u2423").replace(/\n/g, "\u23ce").replace(/\t/g, "\u21e5");
-  const el = (tag, cls, content) => {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (content !== undefined) e.textContent = content;
-    return e;
-  };
+  const el = mgElement;
   // rank 1 .. 1000, log scale: dark (rank 1) to light (1000 and beyond), as the PNG view's viridis_r.
   const colour = (rank) => {
     const x = Math.min(1, Math.log10(Math.max(1, rank)) / 3);

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -101,3 +102,16 @@ def random_checkpoint(
 ) -> Path:
     """Write a random checkpoint (see `random_state`, `write_checkpoint`); return its directory."""
     return write_checkpoint(directory, random_state(config, seed), config, layout, tokenizer_dir)
+
+
+def row_structure(labels: list[str]) -> dict[str, np.ndarray]:
+    """blocks= and sites= for a hand-built LensResult whose rows carry the standard labels
+    ("prior", "embed", "h.l.resid_mid", "h.l"): looked up among `lens_rows`, never parsed."""
+    from .lens.rows import lens_rows
+
+    known = {r.label: r for r in lens_rows(len(labels), sub_blocks=True, prior=True)}
+    missing = [label for label in labels if label not in known]
+    if missing:
+        raise ValueError(f"no standard row is labelled {missing}")
+    rows = [known[label] for label in labels]
+    return {"blocks": np.array([r.block for r in rows], dtype=np.int64), "sites": np.array([r.site for r in rows])}

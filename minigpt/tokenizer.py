@@ -17,13 +17,13 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib.resources
 import json
 import os
 from pathlib import Path
 
 import tiktoken
 
+from . import sources
 from .errors import TokenizerError
 
 EOT = "<|endoftext|>"
@@ -97,7 +97,7 @@ def bundled_gpt2() -> tiktoken.Encoding:
 
 @functools.lru_cache(maxsize=1)
 def _bundled_gpt2() -> tiktoken.Encoding:
-    path = asset_path("gpt2.tiktoken")
+    path = sources.asset_path("gpt2.tiktoken")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -110,11 +110,6 @@ def _bundled_gpt2() -> tiktoken.Encoding:
         name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: EOT_ID},
         explicit_n_vocab=len(ranks) + 1,
     )  # fmt: skip
-
-
-def asset_path(*parts: str) -> Path:
-    """A file shipped inside the minigpt package (located with importlib.resources, so any install works)."""
-    return Path(str(importlib.resources.files("minigpt").joinpath("assets", *parts)))
 
 
 # ----------------------------------------------------------------------------
@@ -180,27 +175,21 @@ def load_tokenizer(name_or_path: str | os.PathLike = "gpt2") -> tiktoken.Encodin
     >>> tok.encode("Hello world")
     [15496, 995]
     """
-    from .load import BUNDLED, HUB_ID, HUB_REPOS, hub_download, looks_like_a_path
-
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        folder = path if path.is_dir() else path.parent
+    source = sources.where(name_or_path)  # the rule `GPT.from_pretrained` uses, so both agree on every name
+    if isinstance(source, sources.Local):
+        folder = source.path if source.path.is_dir() else source.path.parent
         for vocab, merges in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
             if (folder / vocab).is_file() and (folder / merges).is_file():
                 return encoding_from_files(folder / vocab, folder / merges)
         return bundled_gpt2()
-    name = str(name_or_path)
-    if name in BUNDLED:  # the shipped models use the bundled GPT-2 tokenizer, and never ask the hub
+    if isinstance(source, sources.Bundled):  # the shipped models use the bundled GPT-2 tokenizer, never the hub
         return bundled_gpt2()
-    if name in HUB_REPOS or (HUB_ID.match(name) and not looks_like_a_path(name)):
-        got = hub_download(HUB_REPOS.get(name, name), (), ("vocab.json", "merges.txt"))
-        if got["vocab.json"] is not None and got["merges.txt"] is not None:
-            return encoding_from_files(got["vocab.json"], got["merges.txt"])
-        return bundled_gpt2()
-    from .load import resolve
-
-    resolve(name)  # raises the same ModelNameError as loading the model would (the same rules decide)
-    raise AssertionError("unreachable")  # pragma: no cover
+    cache_only = sources.hub_offline() or not sources.hub_reachable()
+    vocab, merges = (sources.hub_file(source.repo_id, name, revision=source.revision, optional=True, cache_only=cache_only)
+                     for name in ("vocab.json", "merges.txt"))  # fmt: skip
+    if vocab is not None and merges is not None:
+        return encoding_from_files(vocab, merges)
+    return bundled_gpt2()
 
 
 def token_text(tok: tiktoken.Encoding, token_id: int) -> str:

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .errors import InputError, TrainError
+from .files import atomic_write
 from .model import GPT, GPTConfig
 from .tokenizer import bundled_gpt2, write_tokenizer_files
 
@@ -475,13 +476,6 @@ def check_out_dir(out_dir: Path, state_dir: Path, resume: bool) -> None:
             f"{out_dir} already holds a model: continue its run with resume=True (--resume), or choose another "
             "output directory (or delete it)"
         )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file, so an interrupted save never leaves a half-written file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: GPT, out_dir: Path, dtype: torch.dtype) -> None:

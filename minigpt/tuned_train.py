@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +44,13 @@ from .errors import CheckpointError, InputError, LensError
 from .lens import LnF, evaluate_lens
 from .model import GPT
 from .tokenizer import EOT_ID
-from .tuned import KINDS, LENS_FILE, Kind, TunedLens, _atomic
+from .files import atomic_write
+from .tuned_files import CONFIG_FILE, KINDS, Kind, read_lens_config
 
 if TYPE_CHECKING:
     import tiktoken
+
+    from .tuned import TunedLens  # for the types only: TunedLens.fit calls in here, so this file never imports it
 
 STATE_FILE = "train_state.safetensors"  # momentum buffers and the data order
 STATE_JSON = "train_state.json"  # the step, the run's settings, the corpus fingerprint, the losses
@@ -165,7 +168,35 @@ class WindowOrder:
 # Training
 
 
+@dataclass(frozen=True)
+class FitReport:
+    """What a fit did, kept beside the lens (a lens is a value: nothing is stuck on it)."""
+
+    losses: list[list[float]]  # per step, per trained map: the loss in nats (KL for "tuned", CE for "probe")
+    settings: dict[str, Any]  # the run's settings (TrainConfig as a dict): kind, steps, window, lr, ...
+
+
+class Fitted(NamedTuple):
+    """`TunedLens.fit`'s answer: `lens, report = TunedLens.fit(...)`."""
+
+    lens: TunedLens
+    report: FitReport
+
+
+@contextlib.contextmanager
+def frozen(model: GPT) -> Iterator[None]:
+    """Within the block the model's parameters take no gradient (then they are as they were)."""
+    before = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), before):
+            p.requires_grad_(flag)
+
+
 def fit(
+    lens_class: type[TunedLens],
     model: GPT,
     corpus: str | Tensor | Sequence[int] | Sequence[str],
     *,
@@ -187,8 +218,10 @@ def fit(
     progress: bool | None = None,
     autocast: bool | None = None,
     base_model_name_or_path: str | None = None,
-) -> TunedLens:
+) -> Fitted:
     """Train a tuned lens (kind="tuned") or an input probe (kind="probe") for `model` on all of `corpus`.
+
+    Call it as `TunedLens.fit(model, corpus, ...)`; `lens_class` is the class whose lens it trains.
 
     corpus: a text (with `tokenizer=`), token ids, or an iterable of texts. It is cut into
       consecutive windows of `window` tokens (default: the model's context); a shorter tail is left
@@ -205,8 +238,12 @@ def fit(
       data order). Its settings hold; `steps` may grow. `out` defaults to it.
     stop_after: stop after this many steps in all, the schedule still spanning `steps` (a run in parts).
     progress: a progress bar on stderr (default: when stderr is a terminal).
-    autocast: bf16 autocast for the forward passes (default: on CUDA only).
+    autocast: bf16 autocast for the forward passes and the maps, on any device, as tuned-lens does
+      (default: on CUDA only; on a CPU without bf16 units it is slow).
     base_model_name_or_path: the model's name, recorded in config.json as tuned-lens does.
+
+    Returns `Fitted(lens, report)`: the lens, and beside it (never on it) the run's per-step losses
+    and settings. `lens, report = TunedLens.fit(...)`.
 
     Under torchrun (a process group is active), each step's windows are split across the ranks
     and the gradients summed once per step; 1 and N processes train the same lens.
@@ -234,8 +271,9 @@ def fit(
     windows = ids[: n_windows * W].view(n_windows, W)  # (N, W): the tail shorter than a window is left out
     fingerprint = {"n_tokens": n_windows * W, "sha256": hashlib.sha256(windows.numpy().tobytes()).hexdigest()}
 
-    lens = TunedLens.from_model(model, config.kind)
-    lens.base_model_name_or_path = base_model_name_or_path
+    if saved is not None and base_model_name_or_path is None:  # a resumed run keeps the base model's name
+        base_model_name_or_path = read_lens_config(Path(resume) / CONFIG_FILE).get("base_model_name_or_path")  # type: ignore[arg-type]
+    lens = lens_class.from_model(model, config.kind, base_model_name_or_path=base_model_name_or_path)
     params = [p for p in lens.parameters()]
     for p in params:
         p.grad = torch.zeros_like(p)  # every rank sums real tensors, even one whose share of a step is empty
@@ -268,8 +306,7 @@ def fit(
             _save_run(out, lens, opt, order, config, step + 1, fingerprint, losses)
     if out is not None:
         _save_run(out, lens, opt, order, config, max(stop, start), fingerprint, losses)
-    lens.fit_losses, lens.fit_config = losses, asdict(config)
-    return lens
+    return Fitted(lens, FitReport(losses=losses, settings=asdict(config)))
 
 
 def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int, kind: str, batch_size: int,
@@ -281,9 +318,7 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
     (R,) float64, this rank's share.
     """
     device = model.device
-    ln, W_E = model.ln_f, model.wte.weight.detach()  # the model is not trained: no gradients into it
-    ln_w, ln_b = ln.weight.detach(), ln.bias.detach()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     rows = range(len(lens.translators))  # tuned: resid[0..L-1]; probe: resid[0..L]
     row_loss = torch.zeros(len(rows), dtype=torch.float64, device=device)
     for b0 in range(0, len(windows), batch_size):
@@ -299,10 +334,9 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
         resid = out.resid  # (L + 1, B, W, C)
         del out
         for i in rows:
-            with amp:
-                h = lens.translate(resid[i].to(lens.translators[i].weight.dtype), i)  # (B, W, C)
-                normed = torch.nn.functional.layer_norm(h, (h.shape[-1],), ln_w, ln_b, ln.eps)
-                logits = (normed @ W_E.T).float().view(-1, V)  # (B, W, C) @ (C, V) -> (B W, V)
+            with amp, frozen(model):  # the model is not trained: no gradients into ln_f or W_E
+                h = resid[i].to(lens.translators[i].weight.dtype)  # (B, W, C)
+                logits = model.unembed(lens.decode(model, h, i)).float().view(-1, V)  # (B W, C) @ (C, V) -> (B W, V)
             if kind == "tuned":
                 # KL(p_final ‖ p_lens) = CE(p_final, p_lens) - H(p_final), and H(p_final) does not depend
                 # on the lens: cross-entropy with p_final as soft targets has the KL's gradient, in one
@@ -388,8 +422,8 @@ def _save_run(out: Path, lens: TunedLens, opt: torch.optim.Optimizer, order: Win
         "world_size": distributed.world_size(), "losses": losses,
     }  # fmt: skip
     try:
-        _atomic(out / STATE_FILE, lambda p: save_file(tensors, p))
-        _atomic(out / STATE_JSON, lambda p: Path(p).write_text(json.dumps(state) + "\n", encoding="utf-8"))
+        atomic_write(out / STATE_FILE, lambda p: save_file(tensors, p))
+        atomic_write(out / STATE_JSON, lambda p: Path(p).write_text(json.dumps(state) + "\n", encoding="utf-8"))
     except OSError as e:
         raise LensError(f"cannot write the training state into {out}: {e}") from e
 
@@ -419,11 +453,10 @@ def _restore(saved: dict, folder: Path, model: GPT, lens: TunedLens, opt: torch.
             f"now, {saved['corpus']['n_tokens']} then, or the same count with other tokens); use the same text, "
             "tokenizer, window and val_fraction"
         )
-    loaded = TunedLens.load(folder, model)
+    loaded = type(lens).load(folder, model)
     if loaded.kind != lens.kind:
         raise LensError(f"{folder} holds a {loaded.kind} lens, but its training state says {lens.kind}")
     lens.load_state_dict(loaded.state_dict())
-    lens.base_model_name_or_path = lens.base_model_name_or_path or loaded.base_model_name_or_path
     try:
         tensors = load_file(str(folder / STATE_FILE))
     except (SafetensorError, OSError) as e:
@@ -491,15 +524,10 @@ class TunedEvaluation:
 
 
 def evaluate(
-    lens: TunedLens,
-    model: GPT,
-    corpus: str | Tensor | Sequence[int] | Sequence[str],
-    *,
-    tokenizer: tiktoken.Encoding | None = None,
-    window: int | None = None,
-    batch_size: int | None = None,
+    lens: TunedLens, model: GPT, corpus: str | Tensor | Sequence[int] | Sequence[str], *,
+    tokenizer: tiktoken.Encoding | None = None, window: int | None = None, batch_size: int | None = None,
     progress: bool | None = None,
-) -> TunedEvaluation:
+) -> TunedEvaluation:  # fmt: skip
     """`lens` and the logit lens on `corpus`, per row, through `evaluate_lens` (windows of `window` tokens,
     default the model's context; under torchrun each rank takes its share of the windows)."""
     result = evaluate_lens(model, corpus, tokenizer=tokenizer, decoders=[LnF(), lens], window=window,

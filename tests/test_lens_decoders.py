@@ -162,9 +162,5 @@ def test_onednn_matmul_agrees_with_the_default_path():
     margin = np.sort(a.logits, axis=-1)[..., -1] - np.sort(a.logits, axis=-1)[..., -2]
     clear = margin > 1e-4  # top-1 can only flip on a near-tie
     np.testing.assert_array_equal(b.top_ids[..., 0][clear], a.top_ids[..., 0][clear])
-    # The deprecated onednn=True is the same knob, with a warning.
-    with pytest.warns(DeprecationWarning, match="onednn= is deprecated.*matmul='onednn'"):
-        c = minigpt.logit_lens(model, ids, keep_logits=True, onednn=True, chunk_size=7)
-    np.testing.assert_array_equal(c.logits, b.logits)
     with pytest.raises(minigpt.LensError, match="float32 model on the CPU"):
         minigpt.logit_lens(model.to(torch.float64), ids, matmul="onednn")

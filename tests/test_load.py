@@ -233,14 +233,14 @@ def test_bad_config_json(tmp_path: Path, tiny_state: dict, content: str, hint: s
 def test_existing_path_wins_over_a_preset_name(tmp_path: Path, tiny_checkpoint: Path, monkeypatch) -> None:
     shutil.copytree(tiny_checkpoint, tmp_path / "gpt2")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     assert GPT.from_pretrained("gpt2").config == TINY
 
 
 @pytest.mark.parametrize("name", ["gpt3", "gpt-2", "nope/nope/nope", "distil"])
 def test_unknown_name_lists_the_presets(name: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     with pytest.raises(ModelNameError) as info:
         GPT.from_pretrained(name)
     message = str(info.value)
@@ -257,7 +257,7 @@ def test_unknown_name_lists_the_presets(name: str, tmp_path: Path, monkeypatch) 
 )  # fmt: skip
 def test_a_typo_suggests_the_nearest_preset(name: str, nearest: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     with pytest.raises(ModelNameError, match=rf"unknown model '{name}': did you mean '{nearest}'\?"):
         GPT.from_pretrained(name)
     with pytest.raises(ModelNameError, match=rf"did you mean '{nearest}'\?"):
@@ -286,7 +286,7 @@ def test_missing_folder_is_not_taken_for_a_hub_id(name: str, command: str, tmp_p
     """A path-shaped name whose folder does not exist: say so, and how to make it; never ask the hub."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights").mkdir()
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     with pytest.raises(ModelNameError) as info:
         GPT.from_pretrained(name)
     message = str(info.value)
@@ -301,7 +301,7 @@ def test_missing_folder_is_not_taken_for_a_hub_id(name: str, command: str, tmp_p
 @pytest.mark.parametrize("name", ["missing/model.safetensors", "x.bin", "model.safetensors"])
 def test_missing_file(name: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     with pytest.raises(ModelNameError, match=rf"^{name} does not exist \(nothing at .*\); check the file name"):
         GPT.from_pretrained(name)
 
@@ -311,7 +311,7 @@ def test_missing_folder_on_the_command_line(tmp_path: Path, monkeypatch, capsys)
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights").mkdir()
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     assert main(["lens", "Hello", "--model", "weights/gpt2", "-o", "x.png"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "weights/gpt2 does not exist" in err and "minigpt download gpt2" in err
@@ -324,7 +324,7 @@ def test_missing_folder_on_the_command_line(tmp_path: Path, monkeypatch, capsys)
 def test_names_map_to_hub_repos(name: str, repo: str, tiny_checkpoint: Path, tmp_path, monkeypatch) -> None:
     asked = []
 
-    def fake_hub_download(repo_id, required, optional=(), downloading=False):
+    def fake_hub_download(repo_id, required, optional=(), downloading=False, revision=None):
         asked.append((repo_id, required))
         return {f: (tiny_checkpoint / f if (tiny_checkpoint / f).exists() else None) for f in required + optional}
 
@@ -356,7 +356,7 @@ def test_unexpected_keys(tmp_path: Path, tiny_state: dict) -> None:
 
 def test_transposed_c_fc_is_a_wrong_shape(tmp_path: Path, tiny_state: dict) -> None:
     state = dict(tiny_state, **{"h.0.mlp.c_fc.weight": tiny_state["h.0.mlp.c_fc.weight"].T})
-    hint = r"wrong shape h\.0\.mlp\.c_fc\.weight: file \(48, 12\), model \(12, 48\)"
+    hint = r"wrong shape h\.0\.mlp\.c_fc\.weight: file \(48, 12\), expected \(12, 48\)"
     with pytest.raises(CheckpointError, match=hint):
         GPT.from_pretrained(str(write(tmp_path, state)))
 

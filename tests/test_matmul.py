@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minigpt import GPTConfig, LensError, logit_lens
+from minigpt import GPTConfig, logit_lens
 from minigpt.lens import SlowMatmulWarning, cpu_capabilities
 from minigpt.lens._matmul import bf16_is_fast
 
@@ -70,5 +70,3 @@ def test_capabilities_and_the_warning(offset_model, monkeypatch):
     monkeypatch.setattr(_matmul, "bf16_is_fast", lambda device: False)
     with pytest.warns(SlowMatmulWarning, match="many times slower than fp32; use matmul='exact'"):
         logit_lens(offset_model, [1, 2, 3], matmul="bf16")
-    with pytest.raises(LensError, match="onednn=True and matmul='bf16' disagree"), pytest.warns(DeprecationWarning):
-        logit_lens(offset_model, [1, 2, 3], matmul="bf16", onednn=True)

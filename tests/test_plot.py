@@ -23,6 +23,7 @@ import minigpt  # noqa: E402
 from minigpt import LensError, LensResult  # noqa: E402
 from minigpt.lens import DecoderSpec, LastBlocks  # noqa: E402
 from minigpt.plot import METRICS, Metric, _has_glyph, display_token, plot_lens  # noqa: E402
+from minigpt.testing import row_structure  # noqa: E402
 
 # ----------------------------------------------------------------------------
 # Building results by hand, and reading a figure back
@@ -47,7 +48,7 @@ def make_result(
     i = lambda lo, hi: rng.integers(lo, hi, (R, T)).astype(np.int64)  # noqa: E731
     k = np.stack([top_ids, top_ids + 1000], axis=-1)  # (R, T, 2)
     return LensResult(
-        labels=labels, decoder="ln_f", token_ids=np.array(token_ids, dtype=np.int64),
+        labels=labels, **row_structure(labels), decoder="ln_f", token_ids=np.array(token_ids, dtype=np.int64),
         next_ids=np.array(next_ids, dtype=np.int64), final_ids=np.array(final_ids, dtype=np.int64),
         top_ids=k, top_logits=np.stack([f(-5, 30), f(-10, -5)], -1), top_probs=np.stack([f(0, 1), f(0, 0.1)], -1),
         logit_final=f(-5, 5), prob_final=f(0, 1), rank_final=i(1, 5000),

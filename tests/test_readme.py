@@ -49,3 +49,15 @@ def test_the_tour_runs_as_written(tmp_path, tokenizer_dir, monkeypatch):
 def test_every_lens_attribute_in_the_tour_exists(line):
     name = line.split()[0].removeprefix("lens.").split("[")[0].split("(")[0]
     assert hasattr(minigpt.LensResult, name) or name in minigpt.LensResult.__dataclass_fields__, name
+
+
+def test_the_attribution_section_runs_as_written(monkeypatch, tmp_path):
+    """The attribution section uses the shipped model, so it runs offline as it stands."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Which component wrote it: direct logit attribution", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md (attribution)", "exec"), scope)  # noqa: S102  (our own README)
+    att = scope["att"]
+    assert abs(att.gap).max() <= 1e-4 * abs(att.total).max() + 1e-5

@@ -29,6 +29,7 @@ import minigpt
 from minigpt import AttentionPatterns, InputError, LensError, LensResult, attention_patterns
 from minigpt.cli import main
 from minigpt.display import display_token
+from minigpt.testing import row_structure
 from minigpt.report import MAX_POSITIONS, TOP, VIEWS, colour_table, lens_html, notebook_html
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +47,11 @@ HOSTILE = [
 # Results made by hand, and reading a page's data back
 
 
-def synthetic_result(R: int, T: int, k: int = 10, *, seed: int = 0, labels: list[str] | None = None) -> LensResult:
+def synthetic_result(
+    R: int, T: int, k: int = 10, *, seed: int = 0, labels: list[str] | None = None, chars: tuple[int, int] = (1, 8)
+) -> LensResult:
     """A LensResult with random statistics over GPT-2's vocabulary size, and random token texts of
-    1 to 8 characters. Its top ids are all different, so its JSON is as large as it can be."""
+    `chars` characters (1 to 8). Its top ids are all different, so its JSON is as large as it can be."""
     rng = np.random.default_rng(seed)
     V = 50257
     labels = labels or ["embed", *(f"h.{l}" for l in range(R - 1))]
@@ -60,12 +63,12 @@ def synthetic_result(R: int, T: int, k: int = 10, *, seed: int = 0, labels: list
     next_ids = np.append(token_ids[1:], -1)
     final_ids = top_ids[-1, :, 0].copy()
     used = np.unique(np.concatenate([top_ids.ravel(), token_ids]))
-    ends = np.cumsum(rng.integers(1, 9, len(used)))
+    ends = np.cumsum(rng.integers(chars[0], chars[1] + 1, len(used)))
     letters = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz ,."), ends[-1]))
     id_text = {int(i): letters[e - n : e] for i, e, n in zip(used, ends, np.diff(ends, prepend=0))}
     nan_last = lambda a: np.where(np.arange(T) == T - 1, np.nan, a).astype(np.float32)  # noqa: E731
     return LensResult(
-        labels=labels, decoder="ln_f", token_ids=token_ids, next_ids=next_ids, final_ids=final_ids,
+        labels=labels, **row_structure(labels), decoder="ln_f", token_ids=token_ids, next_ids=next_ids, final_ids=final_ids,
         top_ids=top_ids, top_logits=np.sort(rng.uniform(-10, 30, (R, T, k)), -1)[..., ::-1].astype(np.float32),
         top_probs=probs, logit_final=f(-5, 5), prob_final=f(0, 1), rank_final=ranks(),
         logit_next=nan_last(f(-5, 5)), prob_next=nan_last(f(0, 1)), rank_next=np.where(np.arange(T) == T - 1, -1, ranks()),
@@ -238,8 +241,54 @@ def test_depth_when_the_result_has_it() -> None:
     assert depth.tolist() == [0, 1, 3, 4, 2, 3] and first_hit.tolist() == [0, 1, 3, 2, 2, 0]
     data = page_data(lens_html(result, metric="depth"))
     assert data["view"] == "depth" and data["depth"] == {"depth": depth.tolist(), "first_hit": first_hit.tolist()}
-    assert np.array_equal(np.array(data["views"]["depth"]["values"]).reshape(4, 6), np.tile(depth, (4, 1)))
-    assert data["views"]["depth"]["hi"] == 4
+    # The PNG's three categories: 0 at or above the depth, 1 where the row agrees below it, 2 where it disagrees.
+    want = [[0, 2, 2, 2, 2, 1],
+            [0, 0, 2, 2, 2, 1],
+            [0, 0, 2, 1, 0, 2],
+            [0, 0, 0, 2, 0, 0]]  # fmt: skip
+    assert np.array(data["views"]["depth"]["values"]).reshape(4, 6).tolist() == want
+
+
+def test_the_depth_view_is_the_pngs() -> None:
+    """Issue 18, item 11: the same three categories and colours as minigpt.plot's depth view."""
+    import matplotlib as mpl
+
+    from minigpt import plot
+
+    assert minigpt.report.DEPTH_SHADES == plot.DEPTH_SHADES and minigpt.report.DEPTH_LABELS == plot.DEPTH_LABELS
+    result, _, _ = depth_result(np.ones((3, 4), dtype=bool))
+    categories = page_data(lens_html(result, metric="depth"))["views"]["depth"]["categories"]
+    assert [c["label"] for c in categories] == list(plot.DEPTH_LABELS)
+    theirs = mpl.colormaps["Blues"](plot.DEPTH_SHADES)[:, :3] * 255  # what the PNG's ListedColormap holds
+    ours = [[int(c["colour"][i : i + 2], 16) for i in (1, 3, 5)] for c in categories]
+    assert np.abs(np.array(ours) - theirs).max() <= 1
+
+
+def test_the_logit_scale_is_in_the_legend_and_a_caller_can_fix_it() -> None:
+    """Issue 18, item 12: the logit scale is each report's own unless fixed, and the legend gives its range."""
+    a, b = synthetic_result(3, 6, seed=1), synthetic_result(3, 6, seed=2)
+    own = page_data(lens_html(a))["views"]["logits"]
+    lo, hi = np.percentile(a.top_logits[:, :, 0].astype(np.float64), [5, 95])
+    assert close([own["lo"], own["hi"]], [lo, hi])  # by default, this report's 5th to 95th percentile...
+    assert f"{lo:.4g} to {hi:.4g}" in own["legend"] and "this report's 5th to 95th percentile" in own["legend"]  # ...and it says so
+    assert "scale=(lo, hi)" in own["legend"]  # with the way to compare reports
+    for result in (a, b):  # fixed: the same scale in both reports, whatever their logits
+        fixed = page_data(lens_html(result, scale=(-2, 7.5)))["views"]["logits"]
+        assert (fixed["lo"], fixed["hi"]) == (-2.0, 7.5)
+        assert "-2 to 7.5" in fixed["legend"] and "a fixed scale" in fixed["legend"]
+    assert page_data(lens_html(a, scale=np.array([0, 20], dtype=np.float32)))["views"]["logits"]["hi"] == 20.0
+    frame = notebook_html(a, scale=(1.0, 2.0))  # the notebook's frame passes it on
+    page = html.unescape(re.search(r'srcdoc="([^"]*)"', frame).group(1))
+    assert (page_data(page)["views"]["logits"]["lo"], page_data(page)["views"]["logits"]["hi"]) == (1.0, 2.0)
+    assert page_data(lens_html(a, scale=(-2, 7.5)))["views"]["kl"]["hi"] == 10.0  # the other views keep theirs
+
+
+@pytest.mark.parametrize(
+    "scale", [(1, 1), (3, 1), (0, float("nan")), (float("-inf"), 0), (1,), (1, 2, 3), "ab", (True, 2), 5, ("0", "1")]
+)
+def test_a_bad_logit_scale_says_what_it_must_be(scale) -> None:
+    with pytest.raises(LensError, match=r"scale must be two finite numbers \(lo, hi\) with lo < hi.*e\.g\. scale=\(0\.0, 20\.0\)"):
+        lens_html(synthetic_result(2, 3), scale=scale)
 
 
 def test_rows_and_decoder_from_the_result() -> None:
@@ -347,11 +396,14 @@ def test_file_sizes() -> None:
 def test_notebook_html_is_a_sandboxed_frame() -> None:
     result = synthetic_result(3, 100)
     frame = notebook_html(result)
-    m = re.fullmatch(r'<iframe srcdoc="([^"]*)" sandbox="allow-scripts" style="[^"]*" title="[^"]*"></iframe>', frame)
+    pattern = r'<iframe class="minigpt-report" srcdoc="([^"]*)" sandbox="allow-scripts" style="[^"]*" title="[^"]*"></iframe><script>(.*)</script>'
+    m = re.fullmatch(pattern, frame, re.S)
     assert m, frame[:200]
     assert html.unescape(m.group(1)) == lens_html(result, max_positions=64)  # capped for notebooks
     assert page_data(html.unescape(m.group(1)))["T"] == 64
     assert result._repr_html_() == frame  # what Jupyter shows for a LensResult
+    # The script beside the frame (it sizes the frame) carries nothing of the result: the same for any.
+    assert re.fullmatch(pattern, notebook_html(synthetic_result(2, 3, seed=5)), re.S).group(2) == m.group(2)
 
 
 # ----------------------------------------------------------------------------
@@ -504,16 +556,25 @@ def browser():
     driver.quit()
 
 
-READY_JS = "return document.querySelector('.mg-report').dataset.ready"  # set when the page is built
+# Set when the page is built. Null-safe: a frame may still hold about:blank when the first poll runs.
+READY_JS = "const r = document.querySelector('.mg-report'); return r !== null && r.dataset.ready === 'true'"
+# Browser waits poll for a condition, never sleep: a loaded machine only makes them slower. The limit
+# is generous because CI runners share their cores (a 20 s wait once timed out under load, issue 14).
+WAIT_S = 120
+
+
+def wait_until(driver, condition, what: str):
+    """Poll `condition(driver)` until it is truthy (its value is returned); fail after WAIT_S, naming `what`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S).until(condition, message=f"waited {WAIT_S} s for {what}")
 
 
 def open_page(driver, path: Path) -> list[dict]:
     """Load a report from disk; return the console messages of the load."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
     driver.get_log("browser")  # drop what earlier pages logged
     driver.get(path.as_uri())
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script(READY_JS))
+    wait_until(driver, lambda d: d.execute_script(READY_JS), f"{path.name} to be built")
     return driver.get_log("browser")
 
 
@@ -640,7 +701,7 @@ def check_views(browser, result: LensResult, n: int = 12) -> None:
                 got, want = rgb(c["bg"]), expected_colour(name, float(c["value"]), result)
                 assert max(abs(a - b) for a, b in zip(got, want)) <= 1, (name, c, want)
             legend = browser.find_element("css selector", ".mg-legend").text
-            assert VIEWS[name].legend.format(kl_max=10.0).split(" (")[0] in legend
+            assert re.split(r", | \(", VIEWS[name].legend)[0] in legend  # what the colours show, in words
     finally:
         select.select_by_value(initial)
 
@@ -697,6 +758,88 @@ def test_pinning_a_token_draws_its_trajectory(browser, page, lens) -> None:
     assert browser.find_element("css selector", ".mg-pin").get_attribute("data-id") == str(final)
     assert [b.get_attribute("data-rank") for b in bars()] == expected(final)
     assert close([float(b.get_attribute("data-prob")) for b in bars()], result.prob_final[::-1, t])
+
+
+def test_the_pin_chart_has_log_axes(browser, page, lens) -> None:
+    """Issue 18, item 13: probabilities near 1e-4 must show, so both of the chart's axes are logarithmic,
+    with ticks a decade or more apart, and every bar ends where the axis puts its value."""
+    from selenium.webdriver.common.keys import Keys
+
+    result, _, _ = lens
+    t = 5
+    final = int(result.final_ids[t])  # known in every row: its probability is exact everywhere
+    target = cell(browser, "h.0", result.start + t)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", target)
+    target.click()
+    panel = browser.find_element("css selector", ".mg-pin")
+    panel.find_element("css selector", f'.mg-others button[data-id="{final}"]').click()
+    read_chart = """const chart = document.querySelector('.mg-chart'), x = (e) => e.getBoundingClientRect();
+        return {mode: chart.dataset.mode, note: chart.nextElementSibling.textContent,
+                caption: chart.querySelector('.mg-axis .mg-num').textContent,
+                ticks: Array.from(chart.querySelectorAll('.mg-axis .mg-track span')).map(s =>
+                    [Number(s.dataset.value), (x(s).left + x(s).right) / 2]),
+                bars: Array.from(chart.querySelectorAll('.mg-bar-row')).map(b =>
+                    [b.dataset.rank, b.dataset.prob, x(b.querySelector('.mg-track')).left, x(b.querySelector('.mg-fill')).right])}"""
+    try:
+        for mode, field in (("rank", 0), ("prob", 1)):
+            browser.find_element("css selector", f'.mg-pin button[data-mode="{mode}"]').click()
+            chart = browser.execute_script(read_chart)
+            assert chart["mode"] == mode and "log scale" in chart["note"] and "log" in chart["caption"]
+            values, xs = np.log10([v for v, _ in chart["ticks"]]), np.array([x for _, x in chart["ticks"]])
+            assert np.all(np.abs(np.diff(values)) >= 1) and len(set(np.sign(np.diff(values)))) == 1  # decades, in order
+            steps = np.diff(xs) / np.diff(values)  # pixels per decade: the same between every two ticks
+            assert np.all(np.diff(xs) > 0) and np.all(np.abs(steps - steps[0]) <= 1), chart["ticks"]
+            order = np.argsort(values)
+            for bar in chart["bars"]:
+                v = np.log10(float(bar[field]))
+                where = np.interp(v, values[order], xs[order])  # the axis' x for this value (its ends beyond them)
+                assert abs(bar[3] - where) <= 1, (mode, bar, where, chart["ticks"])
+        small = [float(b[1]) for b in chart["bars"] if 1e-6 < float(b[1]) < 1e-3]
+        assert small, "no probability between 1e-6 and 1e-3 here: the test would not see a linear axis"
+        assert all(b[3] - b[2] >= 5 for b in chart["bars"] if float(b[1]) >= 1e-4)  # p = 1e-4 is a bar you see
+    finally:
+        browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+
+
+def rect(driver, element) -> dict:
+    return driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                 " return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}", element)
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] and b["top"] < a["bottom"]
+
+
+def test_pinning_closes_the_tooltip_over_the_chart(browser, page, lens) -> None:
+    """Issue 18, item 8: a click pins the cell and keeps its focus; its tooltip must not stay open on the chart."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    result, _, _ = lens
+    tip = browser.find_element("css selector", ".mg-tip")
+    last = result.start + len(result) - 1  # the column beside the chart, where a tooltip would cover it
+    target = cell(browser, result.labels[-2], last)
+    hover(browser, target)
+    assert tip.is_displayed()  # hovering shows it...
+    target.click()
+    chart = browser.find_element("css selector", ".mg-chart")
+    assert chart.is_displayed() and browser.execute_script("return document.activeElement") == target
+    assert not tip.is_displayed()  # ...the pin closes it
+    ActionChains(browser).move_to_element(chart).perform()  # to the chart: the pointer leaves the grid
+    assert not tip.is_displayed(), "the focused cell's tooltip reopened over the pin chart"
+    hover(browser, cell(browser, result.labels[-1], last))  # hovering another cell still shows its tooltip
+    assert tip.is_displayed()
+    ActionChains(browser).move_to_element(chart).perform()
+    assert not tip.is_displayed()
+
+    target.send_keys(Keys.ARROW_LEFT)  # from the keyboard: a move shows the tooltip, Enter pins and closes it
+    assert tip.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    panel = browser.find_element("css selector", ".mg-pin")
+    assert panel.is_displayed() and panel.get_attribute("data-pos") == str(last - 1)
+    assert not tip.is_displayed()
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)  # unpin: the tests share the page
+    assert not panel.is_displayed()
 
 
 def test_keyboard_moves_focus_and_pins(browser, page, lens) -> None:
@@ -824,7 +967,7 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
 
     wanted = np.array([t % 5 for t in range(30)])  # 4 = never
     agree = np.arange(4)[:, None] >= wanted[None, :]
-    agree[1, ::3] = True  # early hits that do not hold
+    agree[1, 1::3] = True  # early hits that do not hold (28); 27 settles at h.1, which a stride of 2 hides
     result, depth, _ = depth_result(agree)
     path = tmp_path / "capped.html"
     path.write_text(lens_html(result, max_positions=6), encoding="utf-8")
@@ -835,18 +978,44 @@ def test_cap_notice_and_depth_view(browser, tmp_path: Path) -> None:
     cells = browser.execute_script(CELLS_JS)
     assert len(cells) == 4 * 6 and {c["pos"] for c in cells} == set(range(24, 30))
     check_views(browser, result[24:], n=24)  # random statistics: colours all over the scales
+    check_depth_view(browser, result, agree, depth, range(24, 30))
+
+
+def check_depth_view(browser, result: LensResult, agree: np.ndarray, depth: np.ndarray, positions) -> None:
+    """The depth view as the PNG draws it: each cell in the colour of its category (light: at or above
+    the depth; mid: the final top-1 below it; dark: another token), a line under the depth row (under
+    the first row shown at or above it when the stride hides it), none where the depth is never."""
+    import matplotlib as mpl
+    from selenium.webdriver.support.ui import Select
+
+    from minigpt.plot import DEPTH_LABELS, DEPTH_SHADES
+
+    R = len(result.labels)
+    shades = mpl.colormaps["Blues"](DEPTH_SHADES)[:, :3] * 255
+    marks_js = "return Array.from(document.querySelectorAll('td.mg-settle')).map(td => [td.dataset.row, Number(td.dataset.pos)])"
     Select(browser.find_element("css selector", ".mg-view")).select_by_value("depth")
-    for c in browser.execute_script(CELLS_JS):
-        assert c["value"] == str(depth[c["pos"]])
-    marks = browser.execute_script(
-        "return Array.from(document.querySelectorAll('td.mg-settle')).map(td => [td.dataset.row, Number(td.dataset.pos)])")
-    labels = result.labels
-    assert sorted(marks) == sorted([labels[depth[p]], p] for p in range(24, 30) if depth[p] < 4)
+    try:
+        for c in browser.execute_script(CELLS_JS):
+            r, t = result.labels.index(c["row"]), c["pos"]
+            category = 0 if r >= depth[t] else 1 if agree[r, t] else 2
+            assert c["value"] == str(category), c
+            assert np.abs(np.array(rgb(c["bg"])) - shades[category]).max() <= 1, c
+        legend = browser.find_element("css selector", ".mg-legend").text
+        assert all(label in legend for label in DEPTH_LABELS) and "line: under the depth row" in legend
+        assert sorted(browser.execute_script(marks_js)) == sorted([result.labels[depth[p]], p] for p in positions if depth[p] < R)
+        browser.execute_script(
+            "const e = document.querySelector('.mg-stride'); e.value = '2'; e.dispatchEvent(new Event('change'))")
+        shown = [i for i, label in enumerate(result.labels) if label in ("embed", "h.0", f"h.{R - 2}")]  # stride 2
+        assert len(shown) == 3  # embed, h.0 and the last block: the depth's row is hidden for some positions
+        under = {p: min(i for i in shown if i >= depth[p]) for p in positions if depth[p] < R}
+        assert any(under[p] != depth[p] for p in under)
+        assert sorted(browser.execute_script(marks_js)) == sorted([result.labels[i], p] for p, i in under.items())
+    finally:
+        browser.execute_script(
+            "const e = document.querySelector('.mg-stride'); e.value = '1'; e.dispatchEvent(new Event('change'))")
 
 
 def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
     a, b = synthetic_result(2, 3, seed=1), synthetic_result(3, 4, seed=2)
     path = tmp_path / "two.html"
     path.write_text(f"<!DOCTYPE html><html><body>{notebook_html(a)}{notebook_html(b)}</body></html>", encoding="utf-8")
@@ -855,7 +1024,112 @@ def test_two_reports_in_one_page_keep_apart(browser, tmp_path: Path) -> None:
     counts = []
     for frame in frames:
         browser.switch_to.frame(frame)
-        WebDriverWait(browser, 20).until(lambda d: d.execute_script(READY_JS))
+        wait_until(browser, lambda d: d.execute_script(READY_JS), "a report in its frame to be built")
         counts.append(browser.execute_script("return document.querySelectorAll('td.mg-cell').length"))
         browser.switch_to.default_content()
     assert counts == [2 * 3, 3 * 4]
+
+
+def test_the_pin_panel_leaves_a_25_position_grid_unscrolled(browser, tmp_path: Path) -> None:
+    """Issue 18, item 9: at 1400 px, pinning a cell of a 25-position grid that fits the page must not
+    push the grid into a horizontal scroll."""
+    result = synthetic_result(13, 25, chars=(6, 6))  # gpt2's 13 rows; 6-character tokens: about 1230 px wide
+    path = tmp_path / "wide.html"
+    path.write_text(lens_html(result), encoding="utf-8")
+    open_page(browser, path)
+    assert browser.execute_script("return window.innerWidth") == 1400
+    scroll = browser.find_element("css selector", ".mg-scroll")
+    widths = lambda: browser.execute_script(  # noqa: E731
+        "const s = document.querySelector('.mg-scroll'), m = document.querySelector('.mg-main');"
+        " return {scroll: s.scrollWidth, client: s.clientWidth, main: m.clientWidth}")
+    before = widths()
+    assert before["scroll"] <= before["client"]  # the grid fits the page...
+    assert before["scroll"] + 330 > before["main"]  # ...but not beside a 330 px panel: the case of the issue
+    cell(browser, "h.5", 12).click()
+    panel = browser.find_element("css selector", ".mg-pin")
+    assert panel.is_displayed()
+    after = widths()
+    assert after["scroll"] <= after["client"], after  # no horizontal scroll
+    assert not overlap(rect(browser, panel), rect(browser, scroll))  # and the panel covers none of it
+
+
+def test_a_fixed_logit_scale_colours_the_page(browser, tmp_path: Path) -> None:
+    """Issue 18, item 12, in the browser: with scale=(0, 20) the colours are matplotlib's for that scale
+    (clipped at its ends) and the legend names the range."""
+    import matplotlib as mpl
+    from matplotlib.colors import Normalize
+
+    result = synthetic_result(3, 8, seed=3)  # logits from -10 to 30: some beyond both ends of the scale
+    path = tmp_path / "fixed.html"
+    path.write_text(lens_html(result, metric="logits", scale=(0, 20)), encoding="utf-8")
+    open_page(browser, path)
+    legend = browser.find_element("css selector", ".mg-legend").text
+    assert "0 to 20" in legend and "a fixed scale" in legend
+    assert browser.execute_script("return Array.from(document.querySelectorAll('.mg-ticks span')).map(s => s.textContent)") == [
+        "0", "10", "20"]  # fmt: skip
+    for c in browser.execute_script(CELLS_JS):
+        r, t = result.labels.index(c["row"]), c["pos"]
+        value = float(result.top_logits[r, t, 0])
+        want = tuple(int(round(v * 255)) for v in mpl.colormaps["Blues_r"](Normalize(0, 20, clip=True)(value))[:3])
+        assert max(abs(x - y) for x, y in zip(rgb(c["bg"]), want)) <= 1, (c, value, want)
+
+
+def test_a_legend_swatch_stays_with_its_words(browser, tmp_path: Path) -> None:
+    """Issue 18, item 11: however narrow the page, the legend wraps between its keys, never between
+    a swatch and its text."""
+    result, _, _ = depth_result(np.tril(np.ones((4, 6), dtype=bool)))
+    path = tmp_path / "legend.html"
+    path.write_text(lens_html(result, metric="ranks"), encoding="utf-8")
+    open_page(browser, path)
+    stranded = """const legend = document.querySelector('.mg-legend'), bad = [];
+        for (let w = 200; w <= 1400; w += 7) {
+          legend.style.width = w + 'px';
+          for (const s of legend.querySelectorAll('.mg-swatch')) {
+            const a = s.getBoundingClientRect(), b = s.nextElementSibling.getBoundingClientRect(), y = (a.top + a.bottom) / 2;
+            if (!(y > b.top && y < b.bottom && a.right <= b.left + 1 && b.left - a.right < 20)) bad.push([w, s.nextElementSibling.textContent]);
+          }
+        }
+        legend.style.width = '';
+        return bad;"""
+    from selenium.webdriver.support.ui import Select
+
+    for view in ("ranks", "depth"):
+        Select(browser.find_element("css selector", ".mg-view")).select_by_value(view)
+        assert browser.execute_script("return document.querySelectorAll('.mg-legend .mg-swatch').length") >= 2
+        assert browser.execute_script(stranded) == [], view
+
+
+def test_in_a_notebook_the_frame_fits_the_report_and_its_tooltips(browser, tmp_path: Path) -> None:
+    """Issue 18, item 10: a notebook's frame is sized to its report, so nothing is cut off or left blank,
+    and the tooltip of a bottom-row cell stays inside the frame. Two notebook widths: in the narrow one
+    the controls wrap and the report is taller than the frame's first estimate, in the wide one shorter."""
+    from selenium.webdriver.common.keys import Keys
+
+    result = synthetic_result(3, 6, seed=4)
+    fallback = int(re.search(r'style="width: 100%; height: (\d+)px', notebook_html(result)).group(1))  # the first height
+    path = tmp_path / "notebook.html"
+    cells = "".join(f'<div style="width: {w}px">{notebook_html(result)}</div>' for w in (420, 1000))
+    path.write_text(f"<!DOCTYPE html><html><body>{cells}</body></html>", encoding="utf-8")
+    browser.get(path.as_uri())
+    fits = ("const html = document.documentElement, help = document.querySelector('.mg-help').getBoundingClientRect();"
+            " return [html.scrollHeight <= window.innerHeight && help.bottom >= window.innerHeight - 40, window.innerHeight]")
+    inside = ("const r = document.querySelector('.mg-tip').getBoundingClientRect();"
+              " return [r.left >= 0, r.top >= 0, r.right <= document.documentElement.clientWidth, r.bottom <= window.innerHeight,"
+              " r.width > 0]")
+    heights = []
+    try:
+        for frame in browser.find_elements("css selector", "iframe"):
+            browser.switch_to.frame(frame)
+            wait_until(browser, lambda d: d.execute_script(READY_JS), "a report in its frame to be built")
+            # all of the report shows, without a scroll bar, and the frame ends with it
+            heights.append(wait_until(browser, lambda d: (lambda ok, h: ok and h)(*d.execute_script(fits)), "the frame to fit"))
+            for t in (0, len(result) - 1):  # the bottom row, at both ends
+                hover(browser, cell(browser, "embed", t))
+                assert browser.execute_script(inside) == [True] * 5, t
+            cell(browser, "h.1", 2).click()  # a pin panel makes the report taller: the frame follows
+            wait_until(browser, lambda d: (lambda ok, h: ok and h > heights[-1])(*d.execute_script(fits)), "the frame to grow")
+            browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+            browser.switch_to.default_content()
+    finally:
+        browser.switch_to.default_content()
+    assert heights[0] > fallback > heights[1]  # the estimate would have cut the narrow one off, and padded the wide one

@@ -242,7 +242,7 @@ def test_bare_model_file_uses_the_bundled_tokenizer(
 
 def test_shipped_model_tokenizer_never_asks_the_hub(monkeypatch, tmp_path: Path, no_network) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(minigpt.load, "hub_download", lambda *a, **k: pytest.fail("went to the hub"))
+    monkeypatch.setattr(minigpt.sources, "hub_file", lambda *a, **k: pytest.fail("went to the hub"))
     assert minigpt.load_tokenizer("shakespeare").encode("Hello world") == [15496, 995]
 
 
@@ -250,7 +250,7 @@ def test_damaged_bundled_file(tmp_path: Path, fresh_bundled, monkeypatch) -> Non
     damaged = tmp_path / "assets" / "gpt2.tiktoken"
     damaged.parent.mkdir()
     damaged.write_bytes((ROOT / "minigpt" / "assets" / "gpt2.tiktoken").read_bytes()[:-10])
-    monkeypatch.setattr(tokenizer_module, "asset_path", lambda *parts: tmp_path.joinpath("assets", *parts))
+    monkeypatch.setattr(minigpt.sources, "asset_path", lambda *parts: tmp_path.joinpath("assets", *parts))
     with pytest.raises(TokenizerError, match=r"bundled tokenizer .* is damaged \(wrong sha256\); reinstall minigpt"):
         tokenizer_module.bundled_gpt2()
     damaged.unlink()

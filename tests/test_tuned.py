@@ -9,6 +9,8 @@ That the lens *learns* on a trained model is in test_tuned_trained.py.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,7 +59,8 @@ def randomize(lens: TunedLens, seed: int = 0, scale: float = 0.5) -> TunedLens:
         for t in lens.translators:
             d = t.weight.shape[0]
             t.weight.copy_(scale / math.sqrt(d) * torch.randn(t.weight.shape, generator=g))
-            t.bias.copy_(0.2 * torch.randn(t.bias.shape, generator=g))
+            if t.bias is not None:
+                t.bias.copy_(0.2 * torch.randn(t.bias.shape, generator=g))
     return lens
 
 
@@ -262,7 +266,7 @@ def test_minigpt_format_round_trip(model: GPT, tmp_path: Path, kind: str) -> Non
     for i, (w, b) in enumerate(translator_tensors(lens)):
         assert torch.equal(tensors[f"{i}.weight"], w) and torch.equal(tensors[f"{i}.bias"], b)
     loaded = TunedLens.load(tmp_path / "lens", model)
-    assert loaded.kind == kind and loaded.source == str(tmp_path / "lens")
+    assert loaded.kind == kind and loaded.config == lens.config  # the file's config, whatever its path
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), lens.state_dict().values()))
     # Optional tuned-lens keys may be missing.
     (tmp_path / "lens" / "config.json").write_text(json.dumps({"d_model": 24, "num_hidden_layers": 3, "kind": kind}))
@@ -335,10 +339,10 @@ def test_bad_lens_files(model: GPT, tmp_path: Path) -> None:
     shapes = variant("shapes")
     torch.save({**{f"{i}.weight": torch.zeros(24, 24) for i in range(3)}, **{f"{i}.bias": torch.zeros(24) for i in range(2)},
                 "2.bias": torch.zeros(12)}, shapes / "params.pt")  # fmt: skip
-    cases["wrong shape"] = (shapes, CheckpointError, r"wrong shape 2\.bias \(12,\) \(expected \(24,\)\)")
+    cases["wrong shape"] = (shapes, CheckpointError, r"wrong shape 2\.bias: file \(12,\), expected \(24,\)")
     missing_key = variant("missing-key")
     torch.save({f"{i}.weight": torch.zeros(24, 24) for i in range(3)}, missing_key / "params.pt")
-    cases["missing keys"] = (missing_key, CheckpointError, r"missing 0\.bias, 1\.bias, 2\.bias")
+    cases["missing keys"] = (missing_key, CheckpointError, r"missing 0\.bias \[24\], 1\.bias \[24\], 2\.bias \[24\]")
     no_config = variant("no-config")
     (no_config / "config.json").unlink()
     cases["no config"] = (no_config, CheckpointError, r"has params\.pt but no config\.json")
@@ -361,7 +365,7 @@ def test_bad_lens_files(model: GPT, tmp_path: Path) -> None:
         with pytest.raises(error, match=message):
             TunedLens.load(folder, model)
         print(f"{name}: ok")
-    with pytest.raises(LensError, match=r"no lens at 'no/such/lens\.pt'.*not an existing folder.*minigpt tune"):
+    with pytest.raises(LensError, match=r"^no/such/lens\.pt does not exist \(nothing at .*\); give the folder of a lens"):
         TunedLens.load("no/such/lens.pt", model)
 
 
@@ -447,15 +451,24 @@ def test_hub_lens_from_the_cache_and_an_unreachable_hub(tmp_path: Path, model: G
     populate_space_cache(home, "me/lenses", "model", {"gpt2": tmp_path / "mine"})
     (tmp_path / "gpt2-medium").mkdir()
     mine.save(tmp_path / "gpt2-medium")  # a folder in the working directory, named like a hub name
+    minigpt.testing.write_checkpoint(tmp_path / "gpt2", model.state_dict(), SMALL)  # a stray folder with no lens
     env = {"HF_ENDPOINT": "http://127.0.0.1:9"}  # the discard port: connections are refused
     if mode == "HF_HUB_OFFLINE":
         env["HF_HUB_OFFLINE"] = "1"
+    commit = "fedcba9876543210fedcba9876543210fedcba98"  # populate_space_cache's snapshot
     results = run_hub(tmp_path, home, checkpoint, "gpt2", "openai-community/gpt2", "gpt2-xl", "gpt2-medium",
+                      f"gpt2@{commit}", "gpt2@v9", "./lenses/nosuch", "distilbert/distilgpt2",
                       "env:TUNED_LENS_REPO_ID=me/lenses", "env:TUNED_LENS_REPO_TYPE=model", "me/lenses:gpt2", env=env)
     total = lambda lens: float(sum(p.detach().double().sum() for p in lens.parameters()))  # noqa: E731
-    assert results["gpt2"]["ok"] == pytest.approx(total(published), abs=1e-9)
+    assert results["gpt2"]["ok"] == pytest.approx(total(published), abs=1e-9)  # the stray ./gpt2 is passed over
     assert results["openai-community/gpt2"]["ok"] == pytest.approx(total(published), abs=1e-9)
-    assert results["gpt2-medium"]["ok"] == pytest.approx(total(mine), abs=1e-9)  # the path wins
+    assert results[f"gpt2@{commit}"]["ok"] == pytest.approx(total(published), abs=1e-9)  # NAME@REVISION
+    assert results["gpt2@v9"]["error"] == "HubError" and "at revision v9" in results["gpt2@v9"]["message"]
+    assert results["gpt2-medium"]["ok"] == pytest.approx(total(mine), abs=1e-9)  # a folder holding a lens wins
+    nosuch = results["./lenses/nosuch"]
+    assert nosuch["error"] == "LensError" and nosuch["message"].startswith("./lenses/nosuch does not exist"), nosuch
+    distil = results["distilbert/distilgpt2"]  # minigpt maps the id to the Space's folder, and says so
+    assert distil["error"] == "HubError" and "lens/distilgpt2/" in distil["message"], distil
     xl = results["gpt2-xl"]
     assert xl["error"] == "HubError", xl
     why = "HF_HUB_OFFLINE is set" if mode == "HF_HUB_OFFLINE" else "the hub (http://127.0.0.1:9) cannot be reached"
@@ -481,8 +494,10 @@ def weights(lens: TunedLens) -> list[torch.Tensor]:
 
 
 def test_same_seed_same_lens(model: GPT) -> None:
-    a, b = TunedLens.fit(model, corpus(), seed=1, **FIT), TunedLens.fit(model, corpus(), seed=1, **FIT)  # 4 steps
-    c = TunedLens.fit(model, corpus(), seed=2, **FIT)
+    (a, report_a), (b, _) = TunedLens.fit(model, corpus(), seed=1, **FIT), TunedLens.fit(model, corpus(), seed=1, **FIT)  # 4 steps
+    c = TunedLens.fit(model, corpus(), seed=2, **FIT).lens
+    assert len(report_a.losses) == report_a.settings["steps"] and report_a.settings["seed"] == 1
+    assert not hasattr(a, "fit_losses") and not hasattr(a, "fit_config")  # the report sits beside the lens
     assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
     assert not all(torch.equal(x, y) for x, y in zip(weights(a), weights(c)))
     assert any(p.abs().max() > 0 for p in a.parameters())
@@ -524,7 +539,7 @@ def test_recipe_written_out(model: GPT, kind: str) -> None:
                 d = g * scale + wd * p
                 bufs[j] = d.clone() if bufs[j] is None else mom * bufs[j] + d
                 p -= lr * (1 - step / steps) * (d + mom * bufs[j])
-    lens = TunedLens.fit(model, data, kind=kind, steps=steps, tokens_per_step=64, window=W)
+    lens, _ = TunedLens.fit(model, data, kind=kind, steps=steps, tokens_per_step=64, window=W)
     diff = max((a - b).abs().max().item() for a, b in zip(weights(lens), params))
     size = max(p.abs().max().item() for p in params)
     print(f"{kind}: max |Δ| between fit and the recipe by hand: {diff:.2e} (weights up to {size:.2e})")
@@ -534,13 +549,13 @@ def test_recipe_written_out(model: GPT, kind: str) -> None:
 def test_resume_continues_exactly(model: GPT, tmp_path: Path) -> None:
     """k steps, saved, then resumed to N equals N steps straight, bit for bit (weights, momentum, data order)."""
     options = dict(steps=7, tokens_per_step=48, window=16, seed=3)  # 3 windows a step: epochs end mid-step
-    straight = TunedLens.fit(model, corpus(), **options)
+    straight, _ = TunedLens.fit(model, corpus(), **options)
     TunedLens.fit(model, corpus(), out=tmp_path / "run", stop_after=3, **options)
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["step"] == 3 and state["config"]["steps"] == 7
     momentum = load_file(str(tmp_path / "run" / "train_state.safetensors"))
     assert {k for k in momentum if k.startswith("momentum.")} == {f"momentum.{i}.{p}" for i in range(3) for p in ("weight", "bias")}
-    resumed = TunedLens.fit(model, corpus(), resume=tmp_path / "run", steps=7)
+    resumed, _ = TunedLens.fit(model, corpus(), resume=tmp_path / "run", steps=7)
     assert all(torch.equal(a, b) for a, b in zip(weights(straight), weights(resumed)))
     assert json.loads((tmp_path / "run" / "train_state.json").read_text())["step"] == 7
     on_disk = TunedLens.load(tmp_path / "run", model)
@@ -548,7 +563,7 @@ def test_resume_continues_exactly(model: GPT, tmp_path: Path) -> None:
     # A second resume in parts gives the same again (resumed from a resumed run).
     TunedLens.fit(model, corpus(), out=tmp_path / "parts", stop_after=2, **options)
     TunedLens.fit(model, corpus(), resume=tmp_path / "parts", stop_after=5)
-    twice = TunedLens.fit(model, corpus(), resume=tmp_path / "parts")
+    twice, _ = TunedLens.fit(model, corpus(), resume=tmp_path / "parts")
     assert all(torch.equal(a, b) for a, b in zip(weights(straight), weights(twice)))
     with pytest.raises(LensError, match=r"other settings: lr=0\.5 \(the run has 0\.1\)"):
         TunedLens.fit(model, corpus(), resume=tmp_path / "run", lr=0.5)
@@ -771,4 +786,98 @@ def test_lens_and_eval_commands_take_a_lens(capsys: pytest.CaptureFixture[str], 
         assert "--sub-blocks with --lens" in capsys.readouterr().err
     assert main(["lens", "The dog", "--model", str(vocab_checkpoint), "--lens", str(tmp_path / "nowhere/x.pt"),
                  "--json", str(tmp_path / "x.json")]) == 1  # fmt: skip
-    assert "no lens at" in capsys.readouterr().err
+    assert "x.pt does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------
+# A lens is a value: its config, its unembedding hash, and its files as tuned-lens reads them
+
+
+def independent_unembed_hash(W_E: torch.Tensor) -> str:
+    """tuned-lens' `tensor_hash(unembedding.weight.float().numpy())`, written out here."""
+    return hashlib.sha256(str.encode(np.array_str(W_E.detach().float().numpy(), precision=1))).hexdigest()
+
+
+def test_unembed_hash_is_written_checked_and_warns(tmp_path: Path, model: GPT) -> None:
+    hf, same = hf_gpt2(SMALL, seed=5, directory=tmp_path / "hf")
+    lens = TunedLens.from_model(same)
+    assert lens.config.unembed_hash == independent_unembed_hash(hf.lm_head.weight)  # what tuned-lens computes
+    for fmt in ("minigpt", "tuned-lens"):
+        lens.save(tmp_path / fmt, format=fmt)
+        assert json.loads((tmp_path / fmt / "config.json").read_text())["unembed_hash"] == lens.config.unembed_hash
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the model it was made for: no warning
+            TunedLens.load(tmp_path / fmt, same)
+        with pytest.warns(UserWarning, match="unembedding hash does not match"):
+            TunedLens.load(tmp_path / fmt, model)  # another model of the same shape
+    with pytest.warns(UserWarning, match="unembedding hash does not match"):
+        lens.check(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lens.check(model.config)  # a config alone has no weights to hash
+    assert TunedLens(24, 3).config.unembed_hash is None  # made without a model: nothing recorded, nothing checked
+
+
+def test_a_lens_is_a_frozen_value(model: GPT) -> None:
+    lens = TunedLens.from_model(model, base_model_name_or_path="mine")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lens.config.kind = "probe"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        lens.kind = "probe"  # type: ignore[misc]
+    spec = DecoderSpec.of(lens)
+    assert spec.params == {"kind": "tuned", "d_model": 24, "num_hidden_layers": 3, "bias": True,
+                           "base_model_name_or_path": "mine"}  # fmt: skip
+    assert TunedLens(config=lens.config).config == lens.config
+
+
+def test_a_lens_without_biases_in_tuned_lens_format(tmp_path: Path, model: GPT) -> None:
+    """tuned-lens 0.2.0 zeroes every translator's bias when it builds a lens, so a bias-free lens is written
+    with zero biases (and "bias": true): its file loads there, and decodes as the lens does."""
+    lens = randomize(TunedLens.from_model(model, bias=False), seed=3)
+    assert all(t.bias is None for t in lens.translators)
+    lens.save(tmp_path / "theirs", format="tuned-lens")
+    config = json.loads((tmp_path / "theirs" / "config.json").read_text())
+    assert config["bias"] is True
+    state = torch.load(tmp_path / "theirs" / "params.pt", weights_only=True)
+    assert set(state) == {f"{i}.{p}" for i in range(3) for p in ("weight", "bias")}
+    assert all(torch.equal(state[f"{i}.bias"], torch.zeros(24)) for i in range(3))
+    # what tuned-lens does on load: nn.Linear(d, d, bias=config["bias"]), then load_state_dict
+    translators = nn.ModuleList(nn.Linear(24, 24, bias=config["bias"]) for _ in range(3))
+    for t in translators:
+        t.bias.data.zero_()
+    translators.load_state_dict(state)
+    loaded = TunedLens.load(tmp_path / "theirs", model)
+    resid = model(corpus(12)[None]).resid[:, 0]
+    with torch.no_grad():
+        for i in range(3):
+            expected = lens.logits(model, resid[i], i)
+            assert torch.equal(loaded.logits(model, resid[i], i), expected)
+            by_hand = model.ln_f(resid[i] + translators[i](resid[i])) @ model.wte.weight.T
+            assert (by_hand - expected).abs().max() <= 1e-5
+    lens.save(tmp_path / "ours")  # minigpt's own format keeps bias=False
+    assert TunedLens.load(tmp_path / "ours", model).bias is False
+
+
+def test_autocast_on_a_cpu_uses_bf16(model: GPT) -> None:
+    """fit(autocast=True) runs the passes in bf16 on a CPU too (as tuned-lens does on any device)."""
+    exact, _ = TunedLens.fit(model, corpus(), seed=1, **FIT)
+    cast, report = TunedLens.fit(model, corpus(), seed=1, autocast=True, **FIT)
+    diff = max((a - b).abs().max().item() for a, b in zip(weights(exact), weights(cast)))
+    size = max(p.abs().max().item() for p in exact.parameters())
+    assert 0 < diff < 0.2 * size, (diff, size)  # bf16 rounding: different, and close
+    assert len(report.losses) == 4
+
+
+def test_two_tuned_lenses_evaluated_together(model: GPT) -> None:
+    a, b = randomize(TunedLens.from_model(model), seed=1), randomize(TunedLens.from_model(model), seed=2)
+    data = corpus(200)
+    listed = minigpt.evaluate_lens(model, data, decoders=["logit", a, b], window=16)
+    assert list(listed.metrics) == ["logit", "tuned", "tuned_2"]
+    named = minigpt.evaluate_lens(model, data, decoders={"a": a, "b": b}, window=16)
+    for metric in ("kl", "ce", "top1_agreement"):
+        # one call with other decoders beside them: other chunk shapes, so float rounding only
+        np.testing.assert_allclose(named.metric(metric, "a"), listed.metric(metric, "tuned"), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(named.metric(metric, "b"), listed.metric(metric, "tuned_2"), rtol=1e-5, atol=1e-7)
+        alone = minigpt.evaluate_lens(model, data, decoders=[b], window=16)
+        np.testing.assert_allclose(named.metric(metric, "b"), alone.metric(metric, "tuned"), rtol=1e-5, atol=1e-7)
+    assert not np.array_equal(named.metric("kl", "a"), named.metric("kl", "b"))

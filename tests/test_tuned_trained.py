@@ -90,7 +90,7 @@ def train(seed: int = 0, steps: int = STEPS) -> Trained:
 
 def fit_and_evaluate(t: Trained, kind: str, seed: int = 0) -> tuple[TunedEvaluation, float]:
     start = time.perf_counter()
-    lens = TunedLens.fit(t.model, t.train_ids, kind=kind, steps=60, tokens_per_step=2048, seed=seed)
+    lens, _ = TunedLens.fit(t.model, t.train_ids, kind=kind, steps=60, tokens_per_step=2048, seed=seed)
     seconds = time.perf_counter() - start
     return lens.evaluate(t.model, t.val_ids[:EVAL_TOKENS]), seconds
 

@@ -65,14 +65,8 @@ def bf16_is_fast(device: torch.device) -> bool | None:
     return bool(caps["avx512_bf16"] or caps["amx_bf16"])
 
 
-def resolve_matmul(matmul: str, onednn: bool | None, model: GPT) -> Matmul:
-    """Check the knob (and the deprecated `onednn=`) against the model; warn about the slow bf16 case."""
-    if onednn is not None:
-        warnings.warn("onednn= is deprecated and will be removed; use matmul='onednn'", DeprecationWarning, stacklevel=3)
-        if onednn:
-            if matmul not in ("exact", "onednn"):
-                raise LensError(f"onednn=True and matmul={matmul!r} disagree; pass matmul= alone")
-            matmul = "onednn"
+def resolve_matmul(matmul: str, model: GPT) -> Matmul:
+    """Check the knob against the model; warn about the slow bf16 case."""
     if matmul not in MATMULS:
         raise LensError(f"unknown matmul {matmul!r}; choose one of {', '.join(MATMULS)}")
     W = model.wte.weight

@@ -89,7 +89,7 @@ def evaluate_lens(
     # -- check
     pairs = _decoders(model, decoders)
     decs = [d for _, d in pairs]
-    mode = resolve_matmul(matmul, None, model)
+    mode = resolve_matmul(matmul, model)
     n_ctx = model.config.n_positions
     window = n_ctx if window is None else window
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= n_ctx:

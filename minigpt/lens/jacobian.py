@@ -40,6 +40,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..errors import CheckpointError, InputError, LensError
+from ..files import atomic_write
 from ..model import GPT, GPTConfig
 from .rows import Row
 
@@ -163,11 +164,9 @@ class JacobianLens:
         if self.metadata:
             payload["metadata"] = self.metadata
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(payload, tmp)
-            os.replace(tmp, path)  # an interrupted save leaves the old file whole
+            atomic_write(path, lambda tmp: torch.save(payload, tmp))  # an interrupted save leaves the old file whole
         except OSError as e:
             raise LensError(f"cannot write the J-lens to {path}: {e}; choose another path") from e
         return path

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import LensError
 from .decoders import ALIASES, DecoderSpec
-from .rows import Row, resolve_positions
+from .rows import Row, resolve_positions, row_index
 
 # The views a figure of a LensResult can show (minigpt.plot draws them; defined here so that
 # the CLI can list them without importing matplotlib).
@@ -68,14 +68,20 @@ class LensResult:
     start: int = 0  # the index of the first position in the whole sequence (non-zero after slicing)
 
     def __post_init__(self) -> None:
-        # Results built by hand or read from 0.1 files name the decoder with a string and carry no
-        # row structure: rebuild both, once, here.
+        # Structure is data: a hand-built result gives each row's block and site, and its decoder as
+        # a DecoderSpec (or a built-in's bare name). Only `load` reads 0.1 files, whose structure is in strings.
         if isinstance(self.decoder, str):
-            self.decoder = _legacy_decoder(self.decoder)
+            if ":" in self.decoder:
+                raise LensError(
+                    f"decoder={self.decoder!r} is minigpt 0.1's file format; pass a DecoderSpec, "
+                    "e.g. DecoderSpec('last_blocks', {'k': 2})"
+                )
+            self.decoder = DecoderSpec.from_dict({"name": self.decoder})
         if self.blocks is None or self.sites is None:
-            rows = [_legacy_row(label) for label in self.labels]
-            self.blocks = np.array([r.block for r in rows], dtype=np.int64)
-            self.sites = np.array([r.site for r in rows])
+            raise LensError(
+                "a LensResult needs blocks= and sites=, (R,) arrays saying where each row sits "
+                "(from rows: blocks=[r.block for r in rows], sites=[r.site for r in rows])"
+            )
 
     # -- reading it
 
@@ -98,12 +104,10 @@ class LensResult:
         """A token's text (its id in angle brackets when no tokenizer was given)."""
         return self.id_text.get(int(token_id), f"<{int(token_id)}>")
 
-    def row(self, label: str) -> int:
-        """The index of the row with this label."""
-        try:
-            return self.labels.index(label)
-        except ValueError:
-            raise LensError(f"no row {label!r}; the rows are {', '.join(self.labels)}") from None
+    def row(self, row: Row | tuple[str, int] | str) -> int:
+        """The index of a row: a `Row`, a (site, block) pair such as ("resid_post", 3), or the label
+        shown on the figures ("h.3")."""
+        return row_index(self.rows, row)
 
     @property
     def depth(self) -> np.ndarray:
@@ -187,7 +191,11 @@ class LensResult:
         if "decoder_json" in data:
             kwargs["decoder"] = DecoderSpec.from_dict(json.loads(str(data["decoder_json"])))
         else:  # 0.1: the decoder as a string such as "last_blocks:2"
-            kwargs["decoder"] = str(data["decoder"])
+            kwargs["decoder"] = _legacy_decoder(str(data["decoder"]))
+        if "blocks" not in data or "sites" not in data:  # 0.1: the rows' places only in their labels
+            rows = [_legacy_row(label) for label in kwargs["labels"]]
+            kwargs["blocks"] = np.array([r.block for r in rows], dtype=np.int64)
+            kwargs["sites"] = np.array([r.site for r in rows])
         kwargs["start"] = int(data["start"])
         kwargs["id_text"] = {int(i): t for i, t in json.loads(str(data["id_text_json"])).items()}
         return cls(**kwargs)
@@ -246,4 +254,4 @@ def _legacy_row(label: str) -> Row:
     parts = label.split(".")
     if parts[0] == "h" and parts[1].isdigit() and len(parts) in (2, 3):
         return Row.post(int(parts[1])) if len(parts) == 2 else Row.mid(int(parts[1]))
-    raise LensError(f"cannot tell where the row {label!r} sits; pass blocks= and sites= to LensResult")
+    raise LensError(f"cannot tell where the row {label!r} of this 0.1 file sits; it was not written by minigpt")

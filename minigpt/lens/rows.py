@@ -85,6 +85,25 @@ def row_labels(n_layer: int, sub_blocks: bool = False, prior: bool = False) -> l
     return [row.label for row in lens_rows(n_layer, sub_blocks, prior)]
 
 
+def row_index(rows: list[Row], row: Row | tuple[str, int] | str) -> int:
+    """Where `row` is among `rows`: a Row, a (site, block) pair, or a row's displayed label."""
+    if isinstance(row, Row):
+        key = (row.site, row.block)
+    elif isinstance(row, tuple) and len(row) == 2:
+        key = row
+    elif isinstance(row, str):
+        match = [i for i, r in enumerate(rows) if r.label == row]
+        if match:
+            return match[0]
+        raise LensError(f"no row {row!r}; the rows are {', '.join(r.label for r in rows)}")
+    else:
+        raise LensError(f"a row is a Row, a (site, block) pair such as ('resid_post', 3), or a label; got {row!r}")
+    for i, r in enumerate(rows):
+        if (r.site, r.block) == key:
+            return i
+    raise LensError(f"no row at {key!r}; the rows are {', '.join(r.label for r in rows)}")
+
+
 def resolve_positions(positions: slice | None, T: int) -> slice:
     """A positions slice of T positions as slice(lo, hi) with 0 <= lo < hi <= T.
 

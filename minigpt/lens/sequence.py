@@ -13,7 +13,7 @@ import tiktoken
 import torch
 from torch import Tensor
 
-from ..errors import InputError, LensError
+from ..errors import InputError, LensError, MinigptError
 from ..model import GPT
 from ..tokenizer import token_text
 from . import _stream
@@ -40,7 +40,6 @@ def logit_lens(
     resid: Tensor | None = None,
     matmul: Matmul = "exact",
     chunk_size: int | None = None,
-    onednn: bool | None = None,
 ) -> LensResult:
     """Decode the residual stream after every block of `model` on one sequence.
 
@@ -62,7 +61,6 @@ def logit_lens(
       (bf16 matmuls for the rows, float32 statistics, fp32 references; fast only with bf16 units).
     chunk_size: positions decoded at once (default: about 1536 / rows, so each chunk's matmul has
       about 1536 rows); extra memory is about (rows + 8) * chunk_size * V floats, 0.4 GB by default.
-    onednn: deprecated; use matmul="onednn".
 
     >>> lens = logit_lens(model, "The dog", tokenizer=tok)
     >>> lens.top_ids.shape   # (rows, positions, k)
@@ -70,13 +68,13 @@ def logit_lens(
     # -- check
     dec = as_decoder(decoder, last_blocks)
     dec.check(model.config)
-    mode = resolve_matmul(matmul, onednn, model)
+    mode = resolve_matmul(matmul, model)
     L, V = model.config.n_layer, model.config.vocab_size
     if isinstance(k, bool) or not (isinstance(k, int) and 1 <= k <= V):
         raise LensError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not (isinstance(chunk_size, int) and chunk_size >= 1)):
         raise LensError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    ids = _as_ids(model, tokens, tokenizer)  # (T,)
+    ids = sequence_ids(model, tokens, tokenizer)  # (T,)
     model.check_ids(ids[None])
     span = resolve_positions(positions, len(ids))
     rows = lens_rows(L, sub_blocks, prior)
@@ -133,20 +131,23 @@ def lens_statistics(
 # The stages' parts
 
 
-def _as_ids(model: GPT, tokens: Tensor | Sequence[int] | str, tokenizer: tiktoken.Encoding | None) -> Tensor:
+def sequence_ids(model: GPT, tokens: Tensor | Sequence[int] | str, tokenizer: tiktoken.Encoding | None,
+                 who: str = "logit_lens", error: type[MinigptError] = LensError) -> Tensor:  # fmt: skip
+    """One sequence of token ids (T,) on the model's device, from ids (T,), (1, T), a list, or a text with
+    `tokenizer` ("<|endoftext|>" in a text stays ordinary text). `who` names the caller in errors."""
     if isinstance(tokens, str):
         if tokenizer is None:
-            raise LensError("a text needs a tokenizer: logit_lens(model, text, tokenizer=minigpt.load_tokenizer(...))")
+            raise error(f"a text needs a tokenizer: {who}(model, text, tokenizer=minigpt.load_tokenizer(...))")
         if not tokens:
-            raise InputError("the text is empty: give the lens at least one token")
-        tokens = tokenizer.encode_ordinary(tokens)  # "<|endoftext|>" in the text stays ordinary text
+            raise InputError(f"the text is empty: give {who} at least one token")
+        tokens = tokenizer.encode_ordinary(tokens)
     ids = torch.as_tensor(tokens, dtype=torch.int64) if isinstance(tokens, (list, tuple)) else torch.as_tensor(tokens)
     if ids.numel() == 0:
-        raise InputError("the sequence is empty: give the lens at least one token")
+        raise InputError(f"the sequence is empty: give {who} at least one token")
     if ids.dim() == 2 and ids.shape[0] == 1:
         ids = ids[0]
     if ids.dim() != 1:
-        raise InputError(f"the lens takes one sequence of token ids (T,), got shape {tuple(ids.shape)}")
+        raise InputError(f"{who} takes one sequence of token ids (T,), got shape {tuple(ids.shape)}")
     return ids.to(model.device)
 
 
