@@ -11,15 +11,18 @@ import math
 import os
 import platform
 import shlex
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from .model import GPT
+from .settings import command_line
 from .lens._matmul import cpu_capabilities
 from .tokenizer import bundled_gpt2
-from .train import (BETAS, GRAD_CLIP, LENS_WINDOWS, MIN_LR_FRACTION, WARMUP_FRACTION, WEIGHT_DECAY, Corpus,
-                    TrainResult, TrainSettings, windows)  # fmt: skip
+
+if TYPE_CHECKING:  # types only: train.py calls in here, so this file never imports it
+    from .train import Corpus, TrainResult, TrainSettings
 
 
 def machine() -> str:
@@ -39,20 +42,21 @@ def cell(text: str) -> str:
 
 def reproduce_command(settings: TrainSettings, device: torch.device, text_path: str, out_dir: str,
                       data_licence: str | None = None) -> str:
-    """The `minigpt train` command line that makes this run again, every setting spelled out."""
-    s = settings
-    args = ["minigpt", "train", text_path, "--out", out_dir, "--layers", s.n_layer, "--heads", s.n_head,
-            "--embd", s.n_embd, "--context", s.context, "--steps", s.steps, "--batch-size", s.batch_size,
-            "--lr", s.lr, "--seed", s.seed, "--val-fraction", s.val_fraction, "--eval-every", s.eval_every,
-            "--save-every", s.save_every, "--save-dtype", s.save_dtype, "--device", device.type]  # fmt: skip
+    """The `minigpt train` command line that makes this run again: every setting the run recorded,
+    spelled with the flag its field carries (`minigpt.settings`)."""
+    args = ["minigpt", "train", text_path, "--out", out_dir, *command_line(settings), "--device", device.type]
     if data_licence:
         args += ["--data-licence", data_licence]
     return shlex.join(str(a) for a in args)
 
 
 def model_card(result: TrainResult, corpus: Corpus, sizes: tuple[int, int], device: torch.device,
-               data_licence: str | None, model: GPT, val_ids: Tensor) -> str:  # fmt: skip
-    """README.md for the checkpoint: what it is, how it was made, how good it is, and how to remake it."""
+               data_licence: str | None, model: GPT, prompts: Tensor, recipe: dict[str, Any]) -> str:  # fmt: skip
+    """README.md for the checkpoint: what it is, how it was made, how good it is, and how to remake it.
+
+    prompts: held-out windows (n, context) whose starts the samples continue. recipe: what the run
+    used beyond its settings (betas, weight_decay, grad_clip, warmup_fraction, min_lr_fraction, lens_windows).
+    """
     from .generate import generate
 
     s, tok = result.settings, bundled_gpt2()
@@ -80,12 +84,13 @@ def model_card(result: TrainResult, corpus: Corpus, sizes: tuple[int, int], devi
     model.eval()
     n_new = min(SAMPLE_TOKENS, s.context - SAMPLE_PROMPT)
     rng = torch.Generator(device=model.device).manual_seed(s.seed)
-    for window in windows(val_ids, s.context)[: 3 * 7 : 7]:  # prompts from the held-out text
+    for window in prompts:  # from the held-out text
         prompt = window[:SAMPLE_PROMPT].to(model.device)
         greedy = generate(model, prompt, n_new, temperature=0)[SAMPLE_PROMPT:]
         sampled = generate(model, prompt, n_new, temperature=0.8, top_k=40, generator=rng)[SAMPLE_PROMPT:]
         samples.append(f"Prompt: `{tok.decode(prompt.tolist())!r}`\n\n| greedy | sampled (temperature 0.8, top-k 40) |\n"
                        f"|---|---|\n| {cell(tok.decode(greedy.tolist()))} | {cell(tok.decode(sampled.tolist()))} |\n")  # fmt: skip
+    stored = s.save_dtype if s.save_dtype == "float32" else f"{s.save_dtype}; minigpt upcasts it to float32 on load"
     precision = "bf16 autocast (weights and AdamW in float32)" if device.type == "cuda" else "float32"
     licence = data_licence or "not recorded: add the text's licence here before sharing this model"
     n_bytes = len(corpus.text.encode("utf-8"))
@@ -104,7 +109,7 @@ minigpt lens "Now is the winter of our discontent" --model {result.out_dir} -o l
 ```
 
 ## Files
-`config.json`, `model.safetensors` ({s.save_dtype}; minigpt upcasts to float32 on load; no mask
+`config.json`, `model.safetensors` ({stored}; no mask
 buffers), `vocab.json` + `merges.txt` (GPT-2's tokenizer) and this card: the official GPT-2 layout.
 
 ## Data
@@ -116,8 +121,8 @@ Licence of the data: {licence}.
 | setting | value |
 |---|---|
 | steps × batch × context | {s.steps} × {s.batch_size} windows × {s.context} tokens ({s.steps * s.batch_size * s.context:,} tokens, {s.steps * s.batch_size * s.context / n_train:.2g} epochs) |
-| optimizer | AdamW, betas {BETAS}, weight decay {WEIGHT_DECAY} on matrices and embeddings (none on biases, LayerNorm), grad-norm clip {GRAD_CLIP} |
-| learning rate | peak {s.lr:g}; linear warm-up over the first {s.warmup_steps} steps ({WARMUP_FRACTION:.0%}), then cosine decay to {s.lr * MIN_LR_FRACTION:g} |
+| optimizer | AdamW, betas {tuple(recipe["betas"])}, weight decay {recipe["weight_decay"]} on matrices and embeddings (none on biases, LayerNorm), grad-norm clip {recipe["grad_clip"]} |
+| learning rate | peak {s.lr:g}; linear warm-up over the first {s.warmup_steps} steps ({recipe["warmup_fraction"]:.0%}), then cosine decay to {s.lr * recipe["min_lr_fraction"]:g} |
 | seed | {s.seed} (initialisation and the random windows) |
 | device, precision | {device.type}, {precision} |
 | time | {result.elapsed_s / 60:.1f} min wall clock ({result.cpu_s / 60:.1f} CPU-minutes, all threads), evaluation and saving included |
@@ -128,12 +133,12 @@ Validation loss on the held-out split{rounded}: **{nats:.3f} nats per token** ({
 **{result.unigram_loss:.3f}** for the unigram baseline (the training split's token frequencies,
 add-one smoothed over 50,257 ids) on the same targets.{as_trained}
 
-| step | train loss | val loss |
+| step | train loss (mean since the previous row) | val loss |
 |---:|---:|---:|
 {history}
 
 ## What the logit lens shows
-Over {lens['positions']} held-out positions (the last {LENS_WINDOWS} windows of the validation split):
+Over {lens['positions']} held-out positions (the last {recipe["lens_windows"]} windows of the validation split):
 the mean KL(final ‖ row) and how often the row's top-1 token is the model's final top-1.
 
 | row | KL nats | KL bits | top-1 = final top-1 |

@@ -35,6 +35,7 @@ from .errors import CheckpointError, ConfigError, PickleCheckpointError
 from .files import read_json_object, state_problems
 from .model import GPT, GPTConfig
 from .sources import BUNDLED, HUB_REPOS, PICKLE_SUFFIXES, Bundled, Hub, Local
+from .tokenizer import write_tokenizer_files
 
 # Official files store the causal mask as a buffer per layer (`h.{i}.attn.bias`,
 # [1, 1, n_positions, n_positions]: "not really a bias, more of a mask") and some
@@ -162,7 +163,11 @@ def hub_files(repo_id: str, *, downloading: bool = False, revision: str | None =
 
 
 def download(name: str, directory: str | os.PathLike | None = None) -> Path:
-    """Fetch a checkpoint (through the HF cache) and copy its files into `directory` (default `weights/NAME`)."""
+    """Fetch a checkpoint (through the HF cache) and copy its files into `directory` (default `weights/NAME`).
+
+    `vocab.json` + `merges.txt` come with it: the checkpoint's own, or for a shipped model GPT-2's
+    (bundled with minigpt), so the folder is the official layout that transformers reads.
+    """
     files = resolve(name, downloading=True)
     target = Path(directory) if directory is not None else Path("weights") / Path(name).name
     try:
@@ -175,6 +180,8 @@ def download(name: str, directory: str | os.PathLike | None = None) -> Path:
         ):
             if src is not None and Path(src).resolve() != (target / dst).resolve():
                 shutil.copyfile(src, target / dst)
+        if name in BUNDLED:  # the shipped models use GPT-2's tokenizer, bundled with minigpt
+            write_tokenizer_files(target)
     except OSError as e:
         raise CheckpointError(f"cannot write the checkpoint into {target}: {e}; choose another --dir") from e
     return target

@@ -33,7 +33,7 @@ from .lens import METRICS, CorpusResult, LensResult, Metric, Row
 from .lens.rows import row_index
 
 if TYPE_CHECKING:
-    from .generate_lens import GenerationLens
+    from .lens import GenerationLens
 
 __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 
@@ -41,6 +41,9 @@ __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 # Colour-scale clips, as in the post: ranks of the final token bottom out at 100; ranks of
 # the input token at 1000 (they sit much higher, and the post wants to see where they stay).
 RANK_MAX = {"ranks": 100, "input_ranks": 1000}
+# A learned decoder is not the logit lens: the title names it. A probe names the input token, so its
+# outlines mark the cells whose top-1 is the input token, not the final top-1.
+LENS_NAMES = {"tuned": "Tuned lens", "probe": "Input probe"}
 OUTLINE_GID = "outline"  # the gid of every outline patch, so tests and users can find them
 OUTLINE_COLOR = "#f28e2b"  # orange: stands out on both ends of the blue colour maps
 # Figure sizing. A 20-position figure should stay readable at a normal screen width (about 1600 px
@@ -243,7 +246,8 @@ def plot_lens(
       - bottom axis: the input token at each position (spaces "␣", newlines "⏎"; see `display_token`);
       - top axis: the true next token, with a "*" where the model's final top-1 guess is that token;
       - each cell: the row's top-1 token at that position (what that layer "would predict");
-      - outlined cell (orange; a Rectangle with gid "outline"): the row's top-1 is already the model's final top-1;
+      - outlined cell (orange; a Rectangle with gid "outline"): the row's top-1 is already the model's final top-1
+        (for an input probe: the input token);
       - colour (light = closer to the reference, or more confident), by `metric`:
         "logits": the top-1 token's logit (scale from the 5th to the 95th percentile);
         "probs": its probability (0 to 1);
@@ -288,6 +292,7 @@ def plot_lens(
         for nxt, f, n in zip(res.next_tokens, res.final_ids, res.next_ids)
     ]
     labels = [result.labels[r] for r in rows]
+    target = res.token_ids if res.decoder.name == "probe" else res.final_ids  # what an outline compares with
 
     if ax is None:
         # Size from the content: cells wide enough for their text, margins for the labels.
@@ -316,7 +321,7 @@ def plot_lens(
         for t in range(T):
             ax.text(t, r, cells[r][t], ha="center", va="center", fontsize=CELL_PT, clip_on=True,
                     color=_text_color(cmap, norm, values[r, t]), parse_math=False)  # fmt: skip
-            if top1[r, t] == res.final_ids[t]:
+            if top1[r, t] == target[t]:
                 ax.add_patch(Rectangle((t - 0.46, r - 0.46), 0.92, 0.92, fill=False, edgecolor=OUTLINE_COLOR,
                                        linewidth=1.6, gid=OUTLINE_GID))  # fmt: skip
 
@@ -355,7 +360,7 @@ def plot_lens(
         decades = [10**i for i in range(int(np.log10(norm.vmax)) + 1)]
         bar.set_ticks(decades, labels=[str(d) for d in decades])
     bar.ax.tick_params(labelsize=8)
-    first_line = f"Logit lens: {_VIEWS[metric].what}" if title is None else title
+    first_line = f"{LENS_NAMES.get(res.decoder.name, 'Logit lens')}: {_VIEWS[metric].what}" if title is None else title
     ax.set_title(f"{first_line}\ndecoder: {res.decoder.title}", fontsize=11, parse_math=False)
     return fig
 
@@ -416,7 +421,8 @@ def plot_curves(
         ax.set_ylabel(ylabel, parse_math=False)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    words = title or f"The lens over {result.n_tokens} tokens ({result.n_windows} windows of {result.window})"
+    n, w = result.n_tokens, result.n_windows
+    words = title or f"The lens over {n} token{'s' * (n != 1)} ({w} window{'s' * (w != 1)} of {result.window})"
     fig.suptitle(words, fontsize=11)
     return fig
 

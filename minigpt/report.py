@@ -408,7 +408,7 @@ def notebook_html(result: LensResult, *, max_positions: int = NOTEBOOK_POSITIONS
 # The generation mode: the lens while the model samples (its own script, report_generation.js)
 
 if TYPE_CHECKING:
-    from .generate_lens import GenerationLens
+    from .lens import GenerationLens
 
 _GENERATION_BODY = """\
 <div class="mg-report mg-generation">

@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,8 @@ from torch import Tensor
 from .errors import InputError, TrainError
 from .files import atomic_write
 from .model import GPT, GPTConfig
+from .progress import progress_bar
+from .settings import flags, setting
 from .tokenizer import bundled_gpt2, write_tokenizer_files
 
 logger = logging.getLogger(__name__)
@@ -59,27 +60,39 @@ BETAS = (0.9, 0.95)
 WEIGHT_DECAY = 0.1
 GRAD_CLIP = 1.0
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# Fields that decide a run's numbers: a resumed run must have the same ones.
-RUN_FIELDS = ("n_layer", "n_head", "n_embd", "context", "steps", "batch_size", "lr", "seed", "val_fraction")
 STATE_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What a run is. The defaults are the shipped `shakespeare` model's shape."""
+    """What a run is. The defaults are the shipped `shakespeare` model's shape.
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    context: int = 256  # tokens per window; also the model's n_positions
-    steps: int = 300
-    batch_size: int = 8  # windows per step
-    lr: float = 3e-3  # the peak learning rate
-    seed: int = 0
-    val_fraction: float = 0.1  # the last 10% of the tokens are held out
-    eval_every: int = 100
-    save_every: int = 100
-    save_dtype: str = "float32"  # of model.safetensors; transformers reads float32 with no dtype argument
+    Each field carries its `minigpt train` flag (`minigpt.settings`): the command's parser, its
+    resume check and the model card's reproduce command are made from these fields, so a new
+    setting is one field here. `fixed=True`: a resumed run keeps the value it started with.
+    """
+
+    n_layer: int = setting(4, "--layers", metavar="N", parse=int, fixed=True,
+                           help="number of blocks; not the same as lens --layers")
+    n_head: int = setting(4, "--heads", metavar="N", parse=int, fixed=True,
+                          help="attention heads per block; must divide --embd")
+    n_embd: int = setting(128, "--embd", metavar="N", parse=int, fixed=True, help="residual width")
+    context: int = setting(256, "--context", metavar="N", parse=int, fixed=True,
+                           help="tokens per window, also the model's n_positions")
+    steps: int = setting(300, "--steps", metavar="N", parse=int, fixed=True, help="optimizer steps")
+    batch_size: int = setting(8, "--batch-size", metavar="N", parse=int, fixed=True,
+                              help="windows (sequences) per step")
+    lr: float = setting(3e-3, "--lr", metavar="X", parse=float, fixed=True, help="peak learning rate")
+    seed: int = setting(0, "--seed", metavar="N", parse=int, fixed=True,
+                        help="seeds the initialisation and the windows")
+    val_fraction: float = setting(0.1, "--val-fraction", metavar="F", parse=float, fixed=True,
+                                  help="the last F of the tokens are held out")
+    eval_every: int = setting(100, "--eval-every", metavar="N", parse=int,
+                              help="report the held-out loss every N steps, and at the end")
+    save_every: int = setting(100, "--save-every", metavar="N", parse=int,
+                              help="save the checkpoint and the training state every N steps")
+    save_dtype: str = setting("float32", "--save-dtype", choices=tuple(SAVE_DTYPES),
+                              help="dtype of model.safetensors; float16 halves it")  # float32: transformers reads it with no dtype argument
 
     def check(self, names: Mapping[str, str] | None = None) -> None:
         """Raise `TrainError` naming the first bad setting. `names`: how the caller spells each field."""
@@ -116,6 +129,10 @@ class TrainSettings:
         return GPTConfig(
             vocab_size=VOCAB_SIZE, n_positions=self.context, n_embd=self.n_embd, n_layer=self.n_layer, n_head=self.n_head
         )
+
+
+# Fields that decide a run's numbers (fixed on resume): a resumed run must have the same ones.
+RUN_FIELDS = tuple(name for name, flag in flags(TrainSettings).items() if flag.fixed)
 
 
 @dataclass(frozen=True)
@@ -156,38 +173,34 @@ class TrainResult:
 def train(
     data: str | os.PathLike,
     out_dir: str | os.PathLike,
+    settings: TrainSettings | None = None,
     *,
-    n_layer: int = TrainSettings.n_layer,
-    n_head: int = TrainSettings.n_head,
-    n_embd: int = TrainSettings.n_embd,
-    context: int = TrainSettings.context,
-    steps: int = TrainSettings.steps,
-    batch_size: int = TrainSettings.batch_size,
-    lr: float = TrainSettings.lr,
-    seed: int = TrainSettings.seed,
-    val_fraction: float = TrainSettings.val_fraction,
-    eval_every: int = TrainSettings.eval_every,
-    save_every: int = TrainSettings.save_every,
-    save_dtype: str = TrainSettings.save_dtype,
     device: str | torch.device | None = None,
     resume: bool = False,
     progress: bool | None = None,
     data_licence: str | None = None,
+    names: Mapping[str, str] | None = None,
+    **overrides: object,
 ) -> TrainResult:
     """Train a GPT-2 on `data` and write it to `out_dir` (see the module docstring for the recipe).
 
     data: a UTF-8 text file, or the text itself (a str with a line break in it).
-    device: default cuda when available, else cpu. progress: show a progress bar (default: when
-    stderr is a terminal). resume: continue the run saved beside `out_dir` (same settings and text).
-    data_licence: the text's licence, for the model card.
+    settings: a `TrainSettings` (default: its defaults); `overrides` change its fields by name
+      (`train(data, out, steps=300)`).
+    device: default cuda when available, else cpu. progress: show progress on stderr (default: a
+    bar when stderr is a terminal; True: plain lines when it is not). resume: continue the run saved
+    beside `out_dir` (same settings and text). data_licence: the text's licence, for the model card.
+    names: how the caller spells settings in messages (the CLI passes its flags).
     """
+    try:
+        settings = dataclasses.replace(settings or TrainSettings(), **overrides)
+    except TypeError as e:  # an unknown keyword
+        raise TrainError(f"{e}; the settings are {', '.join(f.name for f in dataclasses.fields(TrainSettings))}") from None
     started = time.perf_counter()  # this session's start; a resumed run adds the time saved before
-    settings = TrainSettings(n_layer, n_head, n_embd, context, steps, batch_size, lr, seed, val_fraction,
-                             eval_every, save_every, save_dtype)  # fmt: skip
-    settings.check()
+    settings.check(names)
     device = pick_device(device)
     out_dir, state_dir = Path(out_dir), train_state_dir(out_dir)
-    check_out_dir(out_dir, state_dir, resume)
+    check_out_dir(out_dir, state_dir, resume, names)
     corpus = read_corpus(data)
     train_ids, val_ids = split(torch.tensor(bundled_gpt2().encode_ordinary(corpus.text)), settings)
     val_windows = windows(val_ids, settings.context)
@@ -207,8 +220,8 @@ def train(
         save_checkpoint(model, out_dir, SAVE_DTYPES[settings.save_dtype])
         save_train_state(state_dir, model, optimizer, data_rng, run, (clock(), cpu_clock()), settings, corpus.sha256)
 
-    show = sys.stderr.isatty() if progress is None else progress
-    train_loop(model, optimizer, train_ids, val_windows, data_rng, run, settings, save, unigram, show)
+    resume_name = (names or {}).get("resume", "resume=True")
+    train_loop(model, optimizer, train_ids, val_windows, data_rng, run, settings, save, unigram, progress, resume_name)
     if not run.history or run.history[-1].step != run.step:  # resumed a run that had already finished
         run.history.append(evaluation(model, val_windows, run, settings))
     save()
@@ -219,7 +232,10 @@ def train(
                          cpu_clock(), tuple(run.history), lens)  # fmt: skip
     from .card import model_card
 
-    card = model_card(result, corpus, (len(train_ids), len(val_ids)), device, data_licence, saved, val_ids)
+    recipe = dict(betas=BETAS, weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP, warmup_fraction=WARMUP_FRACTION,
+                  min_lr_fraction=MIN_LR_FRACTION, lens_windows=LENS_WINDOWS)  # fmt: skip
+    prompts = windows(val_ids, settings.context)[: 3 * 7 : 7]  # three held-out windows, spread out
+    card = model_card(result, corpus, (len(train_ids), len(val_ids)), device, data_licence, saved, prompts, recipe)
     (out_dir / "README.md").write_text(card, encoding="utf-8")
     return result
 
@@ -237,12 +253,10 @@ class Progress:
 
 def train_loop(model: GPT, optimizer: torch.optim.AdamW, train_ids: Tensor, val_windows: Tensor,
                data_rng: torch.Generator, run: Progress, settings: TrainSettings, save, unigram: float,
-               show: bool) -> None:  # fmt: skip
+               show: bool | None, resume_name: str = "resume=True") -> None:  # fmt: skip
     """Steps run.step .. settings.steps - 1; evaluate every `eval_every` and at the end; save every `save_every`."""
-    from tqdm import tqdm  # comes with huggingface_hub
-
     saved = run.step
-    bar = tqdm(total=settings.steps, initial=run.step, disable=not show, desc="train", unit="step")
+    bar = progress_bar(total=settings.steps, initial=run.step, show=show, desc="train", unit="step")
     try:
         for step in range(run.step, settings.steps):
             batch = sample_batch(train_ids, settings, data_rng, model.device)
@@ -252,16 +266,16 @@ def train_loop(model: GPT, optimizer: torch.optim.AdamW, train_ids: Tensor, val_
             bar.set_postfix_str(f"loss {run.losses[-1]:.3f}", refresh=False)
             if run.step % settings.eval_every == 0 or run.step == settings.steps:
                 run.history.append(evaluation(model, val_windows, run, settings))
-                last = run.history[-1]
-                logger.info("step %d/%d: train loss %.3f, val loss %.3f (unigram baseline %.3f)",
-                            run.step, settings.steps, last.train_loss, last.val_loss, unigram)  # fmt: skip
+                last, since = run.history[-1], run.history[-2].step if len(run.history) > 1 else 0
+                logger.info("step %d/%d: train loss %.3f (mean of steps %d-%d), val loss %.3f (unigram baseline %.3f)",
+                            run.step, settings.steps, last.train_loss, since + 1, run.step, last.val_loss, unigram)  # fmt: skip
             if run.step % settings.save_every == 0 and run.step < settings.steps:
                 save()
                 saved = run.step
     except KeyboardInterrupt:
         # Nothing is saved now: the interrupt may have landed in the middle of an optimizer step.
-        logger.warning("interrupted at step %d; the run was last saved at step %d: continue it with resume=True (--resume)",
-                       run.step, saved)  # fmt: skip
+        logger.warning("interrupted at step %d; the run was last saved at step %d: continue it with %s",
+                       run.step, saved, resume_name)  # fmt: skip
         raise
     finally:
         bar.close()
@@ -463,17 +477,21 @@ def train_state_dir(out_dir: str | os.PathLike) -> Path:
     return out_dir.with_name(out_dir.name + ".train-state")
 
 
-def check_out_dir(out_dir: Path, state_dir: Path, resume: bool) -> None:
+def check_out_dir(out_dir: Path, state_dir: Path, resume: bool, names: Mapping[str, str] | None = None) -> None:
+    """Refuse an output that is a file, a resume with nothing saved, or a new run over a saved one.
+
+    names: how the caller spells `resume` and `save_every` (the CLI: its flags)."""
+    name = {"resume": "resume=True", "save_every": "save_every", **(names or {})}
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainError(f"the output {out_dir} is a file; give a directory (it is created if needed)")
     if resume and not (state_dir / "state.json").is_file():
         raise TrainError(
-            f"nothing to resume: {state_dir} holds no training state (a run saves it every save_every "
-            "(--save-every) steps); start the run without resume (--resume), or check the output directory"
+            f"nothing to resume: {state_dir} holds no training state (a run saves it every {name['save_every']} "
+            f"steps); start the run without {name['resume']}, or check the output directory"
         )
     if not resume and ((out_dir / "model.safetensors").exists() or state_dir.exists()):
         raise TrainError(
-            f"{out_dir} already holds a model: continue its run with resume=True (--resume), or choose another "
+            f"{out_dir} already holds a model: continue its run with {name['resume']}, or choose another "
             "output directory (or delete it)"
         )
 

@@ -27,7 +27,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
@@ -40,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from . import distributed
+from .progress import progress_bar
 from .errors import CheckpointError, InputError, LensError
 from .lens import LnF, evaluate_lens
 from .model import GPT
@@ -287,7 +287,7 @@ def fit(
     stop = min(stop_after or config.steps, config.steps)
     per_step = math.ceil(config.tokens_per_step / W)
     use_autocast = model.device.type == "cuda" if autocast is None else autocast
-    bar = _progress_bar(range(start, stop), progress, f"fit {config.kind} lens", total=stop - start)
+    bar = progress_bar(range(start, stop), show=progress, desc=f"fit {config.kind} lens", total=stop - start)
     for step in bar:
         step_windows = order.take(per_step)  # (per_step,): the same on every rank
         mine = step_windows[distributed.shard(per_step)]
@@ -349,15 +349,6 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
                 (ce / n_global).backward()
                 row_loss[i] += ce.detach().double() / n_global
     return row_loss
-
-
-def _progress_bar(iterable: Any, progress: bool | None, desc: str, total: int) -> Any:
-    show = sys.stderr.isatty() if progress is None else progress
-    if not show or not distributed.is_main() or total <= 0:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, dynamic_ncols=True)
 
 
 # ----------------------------------------------------------------------------

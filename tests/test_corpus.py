@@ -249,6 +249,23 @@ def test_sub_block_rows_stay_out_of_the_tuned_lens_layout(vocab_model):
     assert tl["layer_2"] == pytest.approx(result.bits_per_byte(result.metric("kl")[result.labels.index("h.1")]))
 
 
+def test_bits_per_byte_takes_a_metric_name(vocab_model):
+    model, tok = vocab_model
+    text = "One two three four five six seven eight."
+    result = evaluate_lens(model, text, tokenizer=tok, window=16, decoders=["logit", "norm_only"])
+    per_byte = result.n_tokens / len(text.encode("utf-8"))  # one window: every token counted once
+    np.testing.assert_allclose(result.bits_per_byte("kl"), result.metric("kl") * per_byte, rtol=1e-12)
+    np.testing.assert_allclose(result.bits_per_byte("ce_se", "norm_only"), result.metric("ce_se", "norm_only") * per_byte,
+                               rtol=1e-12)  # fmt: skip
+    assert result.bits_per_byte(2.0) == pytest.approx(2.0 * per_byte)
+    with pytest.raises(LensError, match="'top1_agreement' is not in bits per token; bits_per_byte takes one of kl"):
+        result.bits_per_byte("top1_agreement")
+    with pytest.raises(LensError, match="no decoder 'tuned' in this result"):
+        result.bits_per_byte("kl", "tuned")
+    with pytest.raises(LensError, match="takes a metric name such as 'kl' or numbers"):
+        result.bits_per_byte(None)  # type: ignore[arg-type]
+
+
 def test_progress_bar(model, corpus, capsys):
     evaluate_lens(model, corpus, window=12, progress=True)
     assert "evaluate_lens" in capsys.readouterr().err

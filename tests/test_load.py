@@ -610,6 +610,14 @@ def test_download_default_directory(tmp_path: Path, tiny_checkpoint: Path, monke
     assert GPT.from_pretrained(str(target)).config == TINY
 
 
+def test_download_of_the_shipped_model_writes_the_official_layout(tmp_path: Path, tokenizer_dir: Path) -> None:
+    target = download("shakespeare", tmp_path / "d")
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    for name, openai in (("vocab.json", "encoder.json"), ("merges.txt", "vocab.bpe")):  # GPT-2's own, byte for byte
+        assert (target / name).read_bytes() == (tokenizer_dir / openai).read_bytes(), name
+    assert GPT.from_pretrained(str(target)).config == GPT.from_pretrained("shakespeare").config
+
+
 def test_download_errors(tmp_path: Path, tiny_checkpoint: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNameError, match=r"unknown model 'gpt3'"):

@@ -97,7 +97,6 @@ def test_the_circle_check_sees_a_circle(tmp_path: Path) -> None:
 def test_tokenizer_and_loader_are_apart() -> None:
     edges = graph()
     assert "minigpt.load" not in {t for t, _ in edges["minigpt.tokenizer"]}
-    assert "minigpt.tokenizer" not in {t for t, _ in edges["minigpt.load"]}
     assert "minigpt.tuned" not in {t for t, _ in edges["minigpt.tuned_train"]}
 
 
@@ -141,3 +140,35 @@ def test_a_hand_built_result_carries_its_structure(tiny_checkpoint) -> None:
     same = LensResult(**{**fields, "decoder": "logit"})
     assert same.decoder == DecoderSpec.from_dict({"name": "logit"})
     np.testing.assert_array_equal(same.blocks, result.blocks)
+
+
+# ----------------------------------------------------------------------------
+# Files get the user's umask, like any other file (safetensors alone would write 0600)
+
+
+def test_weights_files_get_the_users_umask(tmp_path, tiny_checkpoint) -> None:
+    import os
+    import stat
+
+    import torch
+
+    import minigpt
+    from minigpt.train import save_checkpoint
+
+    model = minigpt.GPT.from_pretrained(str(tiny_checkpoint))
+    old = os.umask(0o022)
+    try:
+        lens = minigpt.TunedLens.from_model(model)
+        lens.save(tmp_path / "lens")
+        minigpt.TunedLens.fit(model, list(range(1, 30)) * 4, steps=1, tokens_per_step=16, window=16, out=tmp_path / "run")
+        save_checkpoint(model, tmp_path / "model", torch.float32)
+        os.umask(0o027)
+        lens.save(tmp_path / "lens-027")
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    for name in ("lens/lens.safetensors", "lens/config.json", "run/lens.safetensors", "run/train_state.safetensors",
+                 "run/train_state.json", "model/model.safetensors", "model/config.json"):
+        assert modes[name] == 0o644, (name, oct(modes[name]))
+    assert modes["lens-027/lens.safetensors"] == 0o640
+    assert not [name for name in modes if name.endswith(".tmp")]

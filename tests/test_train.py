@@ -145,6 +145,7 @@ def test_model_card(trained: minigpt.TrainResult) -> None:
     assert f"**{trained.unigram_loss:.3f}**" in card
     assert "weight decay 0.1" in card and "warm-up over the first 15 steps" in card
     assert "The weights: MIT" in card and "Samples" in card
+    assert trained.settings.save_dtype == "float32" and "upcasts" not in card  # float32 is stored as trained
     # The reproduce command, read back by the CLI's own parser, gives this run's settings.
     command = card.split("## Reproduce\n```\n", 1)[1].split("\n```", 1)[0]
     argv = shlex.split(command)
@@ -309,6 +310,8 @@ def test_cli_trains_and_resumes(tmp_path: Path, short_text: str, capsys) -> None
     captured = capsys.readouterr()
     assert captured.out.strip() == str(out)
     assert "step 2/4: train loss" in captured.err and "unigram baseline" in captured.err
+    # issue 18, item 22: the train loss is the mean over the last interval, and says so
+    assert "(mean of steps 1-2)" in captured.err and "step 4/4: train loss" in captured.err and "(mean of steps 3-4)" in captured.err
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
     assert GPT.from_pretrained(out).dtype == torch.float32

@@ -647,7 +647,10 @@ def test_tune_command(capsys: pytest.CaptureFixture[str], vocab_checkpoint: Path
     assert "expected a fraction in [0, 1)" in capsys.readouterr().err
     assert main(["tune", "--text-file", str(text_file), "--model", str(vocab_checkpoint), "--out", str(fresh),
                  "--window", "2048"]) == 2  # fmt: skip
-    assert "--window 2048 exceeds the model's context of 1024" in capsys.readouterr().err
+    assert "--window 2048: the model's context is 1024 tokens" in capsys.readouterr().err
+    assert main(["tune", "--text-file", str(text_file), "--model", str(vocab_checkpoint), "--out", str(out),
+                 "--resume", "--lr", "0.5"]) == 2  # fmt: skip
+    assert "--resume continues the run" in (err := capsys.readouterr().err) and "--lr 0.5 (the run has 0.1)" in err
     assert main(["tune", "--text-file", str(tmp_path / "missing.txt"), "--model", str(vocab_checkpoint), "--out", str(fresh)]) == 1
     assert "cannot read --text-file" in capsys.readouterr().err
 
@@ -680,9 +683,9 @@ def agree(one: dict, two: dict, n_tokens: int) -> float:
     fractions: 2 positions, since ranks batch other windows together, and a top-1 within float rounding
     of its runner-up may flip."""
     worst = 0.0
-    for name in one:
-        for metric, values in one[name].items():
-            for a, b in zip(values, two[name][metric]):
+    for ms, other in zip(one.values(), two.values()):  # by position: `eval --lens DIR` labels a lens by its DIR
+        for metric, values in ms.items():
+            for a, b in zip(values, other[metric]):
                 if metric == "depth_hist":
                     tolerance = 2
                 elif metric.startswith("top1"):
@@ -728,7 +731,7 @@ def test_two_processes_under_torchrun_agree_with_one(capsys: pytest.CaptureFixtu
         worst = agree(e1["metrics"], e2["metrics"], e1["n_tokens"])
         print(f"{name}: {e1['n_tokens']} tokens, the numbers agree within {worst:.2f} x their tolerance")
         assert worst <= 1.0
-    assert list(e2["metrics"]) == ["logit", "tuned"]
+    assert list(e2["metrics"])[0] == "logit" and len(e2["metrics"]) == 2  # "tuned" in eval.json, the DIR in corpus.json
     assert run.stdout.count("held out:") == 1  # only rank 0 prints
 
 
@@ -776,14 +779,17 @@ def test_lens_and_eval_commands_take_a_lens(capsys: pytest.CaptureFixture[str], 
                  "--lens", str(tmp_path / "tuned"), "--lens", str(tmp_path / "probe"), "--json", str(tmp_path / "eval.json")])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert list(json.loads((tmp_path / "eval.json").read_text())["metrics"]) == ["logit", "tuned", "probe"]
+    assert list(json.loads((tmp_path / "eval.json").read_text())["metrics"]) == ["logit", str(tmp_path / "tuned"),
+                                                                              str(tmp_path / "probe")]  # fmt: skip
     assert "next-token KL and cross-entropy mean nothing" in out
     for command in (["lens", "The dog", "--json", str(tmp_path / "x.json")], ["eval", "--text-file", str(text_file)]):
         base = [*command, "--model", str(vocab_checkpoint), "--lens", str(tmp_path / "tuned")]
-        assert main([*base, "--decoder", "norm_only"]) == 2
-        assert "give --lens or --decoder, not both" in capsys.readouterr().err
         assert main([*base, "--sub-blocks"]) == 2
         assert "--sub-blocks with --lens" in capsys.readouterr().err
+    # `lens` draws one decoder; `eval` compares them, a lens beside any --decoder (issue 18, item 15).
+    assert main(["lens", "The dog", "--json", str(tmp_path / "x.json"), "--model", str(vocab_checkpoint), "--lens",
+                 str(tmp_path / "tuned"), "--decoder", "norm_only"]) == 2  # fmt: skip
+    assert "give --lens or --decoder, not both" in capsys.readouterr().err
     assert main(["lens", "The dog", "--model", str(vocab_checkpoint), "--lens", str(tmp_path / "nowhere/x.pt"),
                  "--json", str(tmp_path / "x.json")]) == 1  # fmt: skip
     assert "x.pt does not exist" in capsys.readouterr().err

@@ -21,7 +21,6 @@ import itertools
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..progress import progress_bar
 from ..errors import InputError, LensError
 from ..model import GPT
 from . import _stream
@@ -110,7 +110,7 @@ def evaluate_lens(
     # -- windows, then per batch: stream, decode, statistics
     sums = _Sums(len(decs), len(rows), model.device)
     n_bytes, n_windows = 0, 0
-    bar = _progress_bar(progress, total)
+    bar = progress_bar(total=total, desc="evaluate_lens", unit="token", unit_scale=True, show=progress)
     try:
         for batch in _batches(_my_windows(_windows(pieces, window, max_tokens)), batch_size):
             idx = batch.to(model.device)  # (B, T)
@@ -265,15 +265,6 @@ def _byte_lengths(tokenizer: tiktoken.Encoding) -> Tensor:
     return torch.tensor(lengths, dtype=torch.int64)
 
 
-def _progress_bar(progress: bool | None, total: int | None) -> Any:
-    from tqdm import tqdm  # comes with huggingface_hub
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    show = progress and distributed.is_main()  # under torchrun, one bar
-    return tqdm(total=total, unit="tok", unit_scale=True, desc="evaluate_lens", disable=not show, file=sys.stderr)
-
-
 # ----------------------------------------------------------------------------
 # Running sums
 
@@ -358,6 +349,9 @@ class _Sums:
 # The result
 
 
+BITS_METRICS = ("kl", "entropy", "ce", "ce_input")  # the metrics in bits per token (the others are fractions or counts)
+
+
 @dataclass(eq=False, repr=False)
 class CorpusResult:
     """`evaluate_lens`'s answer: per decoder and row, means over the corpus' positions.
@@ -390,10 +384,23 @@ class CorpusResult:
             raise LensError(f"no metric {name!r}; choose one of {', '.join(self.metrics[decoder])}")
         return self.metrics[decoder][name]
 
-    def bits_per_byte(self, bits_per_token: np.ndarray | float) -> np.ndarray | float:
-        """bits per token × tokens / bytes (needs a tokenizer's byte counts)."""
+    def bits_per_byte(self, bits_per_token: np.ndarray | float | str, decoder: str = "logit") -> np.ndarray | float:
+        """bits per token × tokens / bytes (needs a tokenizer's byte counts).
+
+        Takes values in bits per token (a number or an (R,) array), or the name of such a metric
+        ("kl", "entropy", "ce", "ce_input", or their "_se"), read for `decoder` (its label):
+        `result.bits_per_byte("kl", "tuned")`.
+        """
         if not self.n_bytes:
             raise LensError("bits per byte need the corpus' byte count: evaluate with tokenizer=")
+        if isinstance(bits_per_token, str):
+            name = bits_per_token
+            if name.removesuffix("_se") not in BITS_METRICS:
+                raise LensError(f"{name!r} is not in bits per token; bits_per_byte takes one of "
+                                f"{', '.join(BITS_METRICS)} (or their _se), or numbers in bits per token")  # fmt: skip
+            bits_per_token = self.metric(name, decoder)
+        elif not isinstance(bits_per_token, (int, float, np.ndarray, np.floating)) or isinstance(bits_per_token, bool):
+            raise LensError(f"bits_per_byte takes a metric name such as 'kl' or numbers in bits per token, got {bits_per_token!r}")
         return bits_per_token * self.n_tokens / self.n_bytes
 
     def __repr__(self) -> str:

@@ -27,16 +27,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError, LensError
-from .generate import _prompt_ids, sampling_steps
-from .lens import _stream
-from .lens._matmul import Matmul, resolve_matmul
-from .lens.decoders import Decoder, LastBlocks, labelled
-from .lens.result import LensResult
-from .lens.rows import lens_rows
-from .lens.sequence import decode_row, lens_statistics
-from .model import GPT
-from .tokenizer import token_text
+from ..errors import InputError, LensError
+from ..generate import _prompt_ids, sampling_steps
+from ..model import GPT
+from ..tokenizer import token_text
+from . import _stream
+from ._matmul import Matmul, resolve_matmul
+from .decoders import Decoder, LastBlocks, labelled
+from .result import LensResult
+from .rows import lens_rows
+from .sequence import decode_row, lens_statistics
 
 if TYPE_CHECKING:
     import tiktoken
