@@ -2,7 +2,8 @@
 
 The text comes from the held-out tenth of tinyshakespeare (the model never trained on it). The
 figures show the last 16 positions in four views (logits, ranks, KL(final ‖ row), KL(input ‖ row)),
-and the direct logit attribution of the top-1 after "KING RICHARD III:\nMy lord, I" (attribution.png);
+the direct logit attribution of the top-1 after "KING RICHARD III:\nMy lord, I" (attribution.png), and
+the lens while the model writes 16 tokens after "ROMEO:\nBut soft" (generation.png);
 `readme_figures.json` holds the numbers behind them, so that CI can check the committed figures
 against a fresh run without comparing image bytes (those depend on the matplotlib and freetype versions).
 
@@ -15,8 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 import minigpt
-from minigpt.plot import plot_lens
+from minigpt.plot import plot_generation, plot_lens
 from minigpt.plot_attribution import plot_attribution
 
 TEXT = """GRUMIO:
@@ -32,6 +35,7 @@ CURTIS:
 This is to feel a tale, not to hear a tale."""
 SHOWN = 16  # the last positions, as in the post's figures
 ATTRIBUTION_TEXT = "KING RICHARD III:\nMy lord, I"  # the README's attribution section explains its last position
+GENERATION_PROMPT = "ROMEO:\nBut soft"  # the lens during generation: 16 sampled tokens, seeded
 VIEWS = ("logits", "ranks", "kl", "input_kl")
 
 
@@ -55,7 +59,13 @@ def main() -> None:
     plot_attribution(att, k=12).savefig(path, dpi=110, bbox_inches="tight")
     print(path)
 
-    # The numbers behind the figures, for CI: top-1 ids (with the top-2 gap, to tell near-ties), ranks, KLs.
+    g = torch.Generator().manual_seed(0)
+    run = minigpt.generate_lens(model, GENERATION_PROMPT, 16, tokenizer=tok, temperature=0.8, top_k=50, generator=g)
+    path = args.out / "generation.png"
+    plot_generation(run).savefig(path, dpi=110, bbox_inches="tight")
+    print(path)
+
+    # The numbers behind the figures, for CI (not the sampled tokens: a near-tie may sample otherwise on another CPU): top-1 ids (with the top-2 gap, to tell near-ties), ranks, KLs.
     numbers = {
         "labels": lens.labels, "tokens": lens.tokens, "token_ids": lens.token_ids.tolist(),
         "top1": lens.top_ids[:, :, 0].tolist(), "top_gap": (lens.top_logits[:, :, 0] - lens.top_logits[:, :, 1]).tolist(),

@@ -34,6 +34,7 @@ _LAZY = {
     "generate": ".generate",
     "DECODERS": ".lens", "CorpusResult": ".lens", "Decoder": ".lens", "LensResult": ".lens", "ResidualParts": ".lens",
     "Row": ".lens", "evaluate_lens": ".lens", "logit_lens": ".lens", "residual_parts": ".lens",
+    "JacobianLens": ".lens", "generate_lens": ".lens", "GenerationLens": ".lens",
     "download": ".load", "load_model": ".load",
     "GPT": ".model", "PRESETS": ".model", "GPTConfig": ".model", "GPTOutput": ".model", "KVCache": ".model",
     "load_tokenizer": ".tokenizer",
@@ -78,7 +79,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 __all__ = [
     "GPT", "GPTConfig", "GPTOutput", "KVCache", "PRESETS", "load_model", "download", "load_tokenizer",
     "generate", "logit_lens", "LensResult", "DECODERS", "residual_parts", "ResidualParts",
-    "TunedLens", "attribute", "Attribution",
+    "TunedLens", "JacobianLens", "generate_lens", "GenerationLens", "attribute", "Attribution",
     "evaluate_lens", "CorpusResult", "Decoder", "Row", "attention_patterns", "AttentionPatterns",
     "MinigptError", "ConfigError", "ModelNameError", "CheckpointError", "PickleCheckpointError",
     "HubError", "TokenizerError", "InputError", "LensError", "TrainError", "train", "TrainSettings", "TrainResult",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -31,6 +31,9 @@ from . import display
 from .errors import LensError
 from .lens import METRICS, CorpusResult, LensResult, Metric, Row
 from .lens.rows import row_index
+
+if TYPE_CHECKING:
+    from .lens import GenerationLens
 
 __all__ = ["plot_lens", "plot_curves", "display_token", "METRICS", "Metric"]
 
@@ -371,6 +374,7 @@ CURVES = {  # metric -> (axis label, unit)
     "entropy": ("entropy", "bits"), "ce_input": ("-log p(input token)", "bits"),
     "top1_agreement": ("top-1 = final top-1", "fraction"), "top1_accuracy": ("top-1 = next token", "fraction"),
     "top1_input": ("top-1 = input token", "fraction"),
+    "surprisal": ("surprisal, -log p_final(row's top-1)", "bits"), "prec@1": ("prec@1 (top-1 = final top-1)", "fraction"),
 }  # fmt: skip
 
 
@@ -385,8 +389,8 @@ def plot_curves(
     decoder with a band of ±2 standard errors. The model's own cross-entropy and entropy are a
     dashed line in their panels.
 
-    metrics: any of "kl", "ce", "entropy", "ce_input" (bits per token) and "top1_agreement",
-      "top1_accuracy", "top1_input" (fractions).
+    metrics: any of "kl", "ce", "entropy", "ce_input", "surprisal" (bits per token) and "top1_agreement"
+      (= "prec@1"), "top1_accuracy", "top1_input" (fractions).
     per_byte: bits per byte (tuned-lens' unit) instead of bits per token; needs the corpus' bytes.
     """
     unknown = [m for m in metrics if m not in CURVES]
@@ -420,4 +424,45 @@ def plot_curves(
     n, w = result.n_tokens, result.n_windows
     words = title or f"The lens over {n} token{'s' * (n != 1)} ({w} window{'s' * (w != 1)} of {result.window})"
     fig.suptitle(words, fontsize=11)
+    return fig
+
+
+# ----------------------------------------------------------------------------
+# The lens during generation
+
+
+def plot_generation(run: GenerationLens, lens: str | None = None, *, title: str | None = None) -> Figure:
+    """The lens during generation as a grid: steps run across, rows go up, the sampled token on top.
+
+    Each cell shows its row's top-1 token at that step; its colour is the row's rank of the token the
+    model then sampled (1 = the row already predicts it; log scale, capped at 1000). A star marks the
+    prediction depth: the lowest row from which every row's top-1 is the model's own top-1.
+    lens: which decoder's lens to draw, by its label in `run.lens` (default: the first).
+    """
+    label = next(iter(run.lens)) if lens is None else lens
+    if label not in run.lens:
+        raise LensError(f"no lens {label!r} in this run; it has {', '.join(run.lens)}")
+    result = run.lens[label]
+    R, n = result.rank_next.shape
+    ranks = np.clip(result.rank_next.astype(np.float64), 1, 1000)  # (R, n)
+    cmap, norm = mpl.colormaps["viridis_r"], LogNorm(1, 1000)
+    fig = Figure(figsize=(max(5.0, 0.62 * n + 2.0), max(3.0, 0.34 * R + 1.6)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(ranks, origin="lower", aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    for r in range(R):
+        for s in range(n):
+            ax.text(s, r, _shorten(display_token(result.text(result.top_ids[r, s, 0])), 7), ha="center", va="center",
+                    fontsize=6.5, color=_text_color(cmap, norm, ranks[r, s]))  # fmt: skip
+    depth = result.depth
+    stars = [(s, depth[s] - 0.5) for s in range(n) if depth[s] < R]
+    if stars:
+        ax.plot(*zip(*stars), linestyle="none", marker="*", color="red", markersize=6)
+    ax.set_xticks(np.arange(n), [_shorten(display_token(run.text(i)), 8) for i in run.generated], rotation=90, fontsize=7)
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(R), result.labels, fontsize=7)
+    ax.set_xlabel("sampled token at each step", parse_math=False)
+    ax.set_ylabel("row", parse_math=False)
+    fig.colorbar(image, ax=ax, label="rank of the sampled token")
+    prompt = "".join(run.text(i) for i in run.ids[: run.prompt_len])
+    fig.suptitle(title or f"{result.decoder.title} while generating after {_shorten(prompt, 40)!r}", fontsize=10)
     return fig

@@ -402,3 +402,59 @@ def notebook_html(result: LensResult, *, max_positions: int = NOTEBOOK_POSITIONS
         f'<iframe class="minigpt-report" srcdoc="{html_escape.escape(page, quote=True)}" sandbox="allow-scripts" '
         f'style="width: 100%; height: {height}px; border: 0" title="logit lens report"></iframe>{_FRAME_SIZER}'
     )
+
+
+# ----------------------------------------------------------------------------
+# The generation mode: the lens while the model samples (its own script, report_generation.js)
+
+if TYPE_CHECKING:
+    from .lens import GenerationLens
+
+_GENERATION_BODY = """\
+<div class="mg-report mg-generation">
+<header>
+<h1 class="mg-title"></h1>
+<p class="mg-decoder"></p>
+</header>
+<div class="mg-controls"><label>lens <select class="mg-lens"></select></label></div>
+<div class="mg-main">
+<div class="mg-scroll"><table class="mg-grid" role="grid"></table></div>
+<aside class="mg-pin" hidden></aside>
+</div>
+<div class="mg-tip" role="tooltip" hidden></div>
+<p class="mg-help">Steps run across, rows go up; the sampled token is on top. Each cell is the row's top-1 and
+the row's rank of the sampled token (darker = closer to 1). Hover or focus a cell for its top tokens; click or
+Enter pins it, Escape unpins.</p>
+<script type="application/json" class="mg-data">{data}</script>
+<script>{script}</script>
+</div>"""
+
+
+def generation_html(run: GenerationLens, *, title: str | None = None) -> str:
+    """The lens during generation (`minigpt.generate_lens`) as one self-contained HTML page, with a toggle
+    between its lenses. Each lens says which rows it covers in its title (the J-lens: embed as the logit lens)."""
+    if title is not None and not isinstance(title, str):
+        raise LensError(f"title must be a str, got {type(title).__name__}")
+    lenses = [{
+        "label": label, "title": r.decoder.title, "rows": list(r.labels),
+        "top_ids": r.top_ids.tolist(), "top_probs": np.round(r.top_probs.astype(np.float64), 4).tolist(),
+        "rank": r.rank_next.tolist(), "depth": r.depth.tolist(),
+    } for label, r in run.lens.items()]  # fmt: skip
+    used = {int(i) for i in run.ids} | {int(i) for r in run.lens.values() for i in r.top_ids.flatten()}
+    prompt = "".join(run.text(i) for i in run.ids[: run.prompt_len])
+    payload = {
+        "title": title or f"The lens while generating after {prompt[-60:]!r}", "steps": run.generated.tolist(),
+        "lenses": lenses, "text": {str(i): run.text(i) for i in sorted(used)},
+    }  # fmt: skip
+    script, style = _asset("report_dom.js") + "\n" + _asset("report_generation.js"), _asset("report.css")
+    policy = (
+        f"default-src 'none'; script-src '{_sha256(script)}'; style-src '{_sha256(style)}'; "
+        "img-src 'none'; base-uri 'none'; form-action 'none'"
+    )
+    body = _GENERATION_BODY.replace("{data}", _script_json(payload)).replace("{script}", script)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{policy}\">\n"
+        f"<title>{html_escape.escape(payload['title'])}</title>\n<style>{style}</style>\n</head>\n"
+        f"<body>\n{body}\n</body>\n</html>\n"
+    )

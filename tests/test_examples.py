@@ -17,7 +17,9 @@ SCRIPTS = {
     "gpt3_abstract.py": [f"gpt3_abstract_{m}_{i}.png" for m in ("logits", "ranks", "kl") for i in (1, 2)],
     "plasma.py": ["plasma_logits.png", "plasma_ranks.png", "plasma_first_input_ranks.png", "plasma_first_input_kl.png"],
     "repetition.py": [f"repetition_{m}_copy{c}.png" for m in ("ranks", "kl") for c in (2, 4)],
+    "four_lenses.py": ["four_lenses.md", "four_lenses.png"],
     "readme_figures.py": [f"lens_{m}.png" for m in ("logits", "ranks", "kl", "input_kl")] + ["attribution.png",
+                                                                                           "generation.png",
                                                                                            "readme_figures.json"],
 }
 FIGURES = EXAMPLES / "figures"  # the README's figures, committed: readme_figures.py's output

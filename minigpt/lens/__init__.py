@@ -11,6 +11,9 @@ after any block l, giving a distribution over the vocabulary for every row (laye
 | `sequence.py`  | `logit_lens`: every statistic per row and position of one sequence                 |
 | `result.py`    | `LensResult`, prediction depth, saving and loading                                 |
 | `corpus.py`    | `evaluate_lens`: per-row means over a whole corpus, in bits; `CorpusResult`        |
+| `jacobian.py`  | `JacobianLens`: one averaged Jacobian per layer, then ln_f (load, fit, save)         |
+| `patchscope.py`| `Patchscope`: the model finishes a row's computation at a target prompt's last position|
+| `generation.py`| `generate_lens`: the lens of each token as the model samples it; `GenerationLens`         |
 | `_stream.py`   | the private streaming kernel both front ends run (one matmul per chunk of positions)|
 | `_matmul.py`   | the precision knob, matmul= "exact", "onednn" or "bf16" (private)                  |
 
@@ -18,6 +21,9 @@ Memory: neither front end ever holds a (rows x positions x V) tensor (unless `ke
 """
 
 from .corpus import CorpusResult, evaluate_lens
+from .generation import GenerationLens, generate_lens
+from .jacobian import JacobianLens
+from .patchscope import Patchscope
 from .decoders import ALIASES, DECODERS, Decoder, DecoderSpec, LastBlocks, LnF, LnFNoBias, NormOnly, as_decoder, unembed
 from ._matmul import MATMULS, Matmul, SlowMatmulWarning, cpu_capabilities
 from .residual import ResidualParts, residual_parts, row_streams
@@ -28,6 +34,7 @@ from .sequence import logit_lens
 __all__ = [
     "logit_lens", "LensResult", "evaluate_lens", "CorpusResult",
     "Decoder", "DecoderSpec", "LnF", "LnFNoBias", "NormOnly", "LastBlocks", "as_decoder", "unembed", "DECODERS", "ALIASES",
+    "JacobianLens", "Patchscope", "generate_lens", "GenerationLens",
     "Row", "SITES", "lens_rows", "row_labels", "resolve_positions", "prediction_depth",
     "ResidualParts", "residual_parts", "row_streams", "METRICS", "Metric",
     "MATMULS", "Matmul", "SlowMatmulWarning", "cpu_capabilities",

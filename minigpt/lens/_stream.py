@@ -44,6 +44,7 @@ class RowChunk(NamedTuple):
     entropy: Tensor  # (n,)
     kl: Tensor  # (n, M) KL(ref ‖ row)
     kl_rev: Tensor  # (n, M) KL(row ‖ ref)
+    final_logp_top1: Tensor  # (n,) log p_final(this row's top-1): minus the patchscope paper's surprisal
 
 
 class Sink(Protocol):
@@ -202,7 +203,10 @@ def _chunk(d: _Dist, z: Tensor, tgt: Tensor, refs: _Refs, work: _Work, ranks: bo
     top_logp = (d.top.values - d.shift[:, None]) - d.lse[:, None]  # (n, k)
     target_logp = (zt - d.shift[:, None]) - d.lse[:, None]  # (n, 3)
     rk = _ranks(z, d.top.values, zt, work) if ranks else None
-    return RowChunk(z, d.top.indices, d.top.values, top_logp, zt, target_logp, rk, d.lse - self_dot, kl, kl_rev)
+    final = refs.dists[0]
+    final_logp_top1 = final.zs.gather(1, d.top.indices[:, :1])[:, 0] - final.lse  # (n,): log p_final at the row's top-1
+    return RowChunk(z, d.top.indices, d.top.values, top_logp, zt, target_logp, rk, d.lse - self_dot, kl, kl_rev,
+                    final_logp_top1)  # fmt: skip
 
 
 def _row_chunk(row: _Dist, z: Tensor, tgt: Tensor, refs: _Refs, work: _Work, ranks: bool) -> RowChunk:

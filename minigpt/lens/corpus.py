@@ -45,8 +45,9 @@ from .sequence import decode_row
 LN2 = math.log(2)
 POSITIONS_PER_BATCH = 2048  # the default batch: about this many positions per forward pass
 # The per-row means, in bits per token (kl, entropy, ce, ce_input) or fractions (top1_*).
-MEANS = ("kl", "entropy", "ce", "ce_input", "top1_agreement", "top1_accuracy", "top1_input")
-WITH_SE = ("kl", "entropy", "ce", "ce_input")
+# surprisal is the patchscope paper's: -log p_final(the row's top-1), in bits here like the others.
+MEANS = ("kl", "entropy", "ce", "ce_input", "surprisal", "top1_agreement", "top1_accuracy", "top1_input")
+WITH_SE = ("kl", "entropy", "ce", "ce_input", "surprisal")
 
 Corpus = str | Tensor | np.ndarray | Sequence[int] | Iterable[str]
 Decoders = Sequence[Decoder | str] | Mapping[str, Decoder | str] | Decoder | str  # a dict gives the labels
@@ -291,6 +292,7 @@ class _Sums:
             "entropy": f64([c.entropy for c in rows]),
             "ce": f64([-c.target_logp[:, 1] for c in rows]) * nxt,  # 0 where there is no next token
             "ce_input": f64([-c.target_logp[:, 2] for c in rows]),
+            "surprisal": f64([-c.final_logp_top1 for c in rows]),
         }
         for name, v in values.items():
             self.sum[name] += v.sum(-1)
@@ -333,6 +335,7 @@ class _Sums:
                 out[f"{name}_se"] = (var.clamp(min=0).div(n).sqrt() / LN2).cpu().numpy()
             else:
                 out[name] = mean.cpu().numpy()
+        out["prec@1"] = out["top1_agreement"].copy()  # the patchscope paper's name for the same fraction
         out["depth_hist"] = self.depth_hist[d].cpu().numpy()
         return out
 

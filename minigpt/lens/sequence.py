@@ -89,19 +89,29 @@ def logit_lens(
         model.ln_f.bias.expand(span.stop - span.start, -1) if row.site == "prior" else decode_row(model, dec, row, h, span)
         for row, h in zip(rows, streams)
     ]  # fmt: skip  # R x (n, C); the prior row is ln_f's input-independent part, β, whatever the decoder
-    sources, row_source = _stream.assemble(refs, vectors)  # S x (n, C)
 
-    # -- statistics
-    n = span.stop - span.start
-    chunk = chunk_size or _stream.auto_chunk_size(len(sources))
+    # -- statistics, then the result
     next_ids = torch.full_like(ids, -1)
     next_ids[:-1] = ids[1:]
     targets = _stream.Targets(ids[span], next_ids[span])
+    return lens_statistics(model, dec, rows, refs, vectors, targets, start=span.start, k=k, mode=mode,
+                           chunk_size=chunk_size, keep_logits=keep_logits, tokenizer=tokenizer)  # fmt: skip
+
+
+def lens_statistics(
+    model: GPT, dec: Decoder, rows: list[Row], refs: list[Tensor], vectors: list[Tensor], targets: _stream.Targets,
+    *, start: int, k: int, mode: Matmul, chunk_size: int | None, keep_logits: bool, tokenizer: tiktoken.Encoding | None,
+) -> LensResult:  # fmt: skip
+    """The statistics and result stages of the lens, from what the unembedding reads: refs [final, input]
+    2 x (n, C), vectors R x (n, C) (one per row), and the targets of those n positions. `generate_lens`
+    calls it with the vectors it decoded step by step."""
+    sources, row_source = _stream.assemble(refs, vectors)  # S x (n, C)
+    n, V = len(targets.ids), model.config.vocab_size
+    chunk = chunk_size or _stream.auto_chunk_size(len(sources))
     sink = _Positions(len(rows), n, k, V if keep_logits else None)
     unembedding = Unembedding(model, mode, len(sources) * min(chunk, n))
     _stream.run(sources, row_source, targets, unembedding, sink, n_refs=2, k=k, ranks=True, chunk_size=chunk)
 
-    # -- result
     id_text: dict[int, str] = {}
     if tokenizer is not None:
         used = torch.cat([targets.ids.cpu(), targets.next_ids.cpu(), sink.final_ids, sink.top_ids.flatten()]).unique()
@@ -113,7 +123,7 @@ def logit_lens(
         final_ids=sink.final_ids.numpy(), top_ids=sink.top_ids.numpy(),
         top_logits=sink.top_logits.numpy(), top_probs=sink.top_probs.numpy(),
         **{name: v.numpy() for name, v in sink.floats.items()}, **{name: v.numpy() for name, v in sink.ranks.items()},
-        id_text=id_text, logits=None if sink.logits is None else sink.logits.numpy(), start=span.start,
+        id_text=id_text, logits=None if sink.logits is None else sink.logits.numpy(), start=start,
     )  # fmt: skip
 
 
