@@ -4,6 +4,7 @@
   old file whole, and the new file gets the user's umask (0644 for most), like any other file.
 - `check_writable`: a run's output folder is writable, checked before the run starts.
 - `read_json_object`: a JSON config file, with an error that names the file and what it should be.
+- `load_pt`: a `torch.save` file (tuned-lens' params.pt, a J-lens) through the restricted unpickler only.
 - `state_problems`: the strict comparison of a file's tensors with the ones a module expects.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
-from .errors import MinigptError
+from .errors import CheckpointError, MinigptError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
@@ -35,9 +36,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
 
 
 def check_writable(folder: str | os.PathLike, error: type[MinigptError], what: str = "the output") -> None:
-    """Make `folder` (and its parents) and write a file there, so a long run learns before its first
-    step, not after its last, that it cannot save."""
-    folder = Path(folder)
+    """Whether a file can be written in `folder` (made for the check, then removed again if it was not
+    there), so a long run learns before its first step, not after its last, that it cannot save."""
+    folder = Path(folder).absolute()
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # what this check creates, and then removes
     probe = folder / ".minigpt-write-check"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,50 @@ def check_writable(folder: str | os.PathLike, error: type[MinigptError], what: s
         probe.unlink()
     except OSError as e:
         raise error(f"cannot write {what} into {folder}: {e.strerror or e}; choose a folder you can write to") from e
+    finally:
+        for p in made:  # deepest first: the run makes its folder itself when it saves
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+
+
+def load_pt(path: str | os.PathLike, what: str) -> Any:
+    """A `torch.save` file through torch's restricted unpickler only: tensors and plain containers.
+
+    `weights_only=True` is passed explicitly: it exists since torch 1.13 (minigpt needs 2.1), and its
+    default was False before torch 2.6. A file that asks for anything else (a function to call, a class
+    to build) raises UnpicklingError before any of it runs. `what` names the file in errors ("params.pt").
+    """
+    import pickle
+    import re
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        called = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if called:
+            raise CheckpointError(
+                f"refusing {path}: its pickle asks to call {called.group(1)}, i.e. to run code, not just to hold "
+                f"tensors. minigpt reads {what} only with torch.load(weights_only=True), which refused it; "
+                "get it from a source you trust"
+            ) from e
+        raise CheckpointError(
+            f"{path} is not a tensor file the restricted loader can read ({first_line(e)}): it may be corrupt "
+            "or hold more than tensors; download or save it again"
+        ) from e
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:  # a truncated zip (RuntimeError or EINVAL), an empty file
+        raise CheckpointError(f"{path} is truncated or corrupt ({first_line(e)}); download or save it again") from e
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's first non-empty line, at most 200 characters (torch's messages run long)."""
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 def read_json_object(path: str | os.PathLike, what: str, error: type[MinigptError]) -> dict[str, Any]:

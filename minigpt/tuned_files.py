@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .errors import CheckpointError, LensError
-from .files import read_json_object
+from .files import load_pt, read_json_object
 from .sources import split_revision
 
 if TYPE_CHECKING:
@@ -168,42 +167,14 @@ def read_safetensors_lens(path: Path) -> dict[str, Tensor]:
 
 
 def read_params_pt(path: Path) -> dict[str, Any]:
-    """tuned-lens' params.pt, through torch's restricted unpickler only.
-
-    `weights_only=True` is passed explicitly: it exists since torch 1.13 (minigpt needs 2.1), and
-    its default was False before torch 2.6. The restricted unpickler builds tensors and plain
-    containers only; a file that asks for anything else (a function to call, a class to build)
-    raises UnpicklingError before any of it runs.
-    """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        called = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if called:
-            raise CheckpointError(
-                f"refusing {path}: its pickle asks to call {called.group(1)}, i.e. to run code, not just to hold "
-                "tensors. minigpt reads params.pt only with torch.load(weights_only=True), which refused it; "
-                "get the lens from a source you trust, or ask its author for lens.safetensors"
-            ) from e
-        raise CheckpointError(
-            f"{path} is not a tensor file the restricted loader can read ({_last_line(e)}): it may be corrupt "
-            "or hold more than tensors; download or save it again"
-        ) from e
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:  # a truncated zip (RuntimeError or EINVAL), an empty file
-        raise CheckpointError(f"{path} is truncated or corrupt ({_last_line(e)}); download or save it again") from e
+    """tuned-lens' params.pt, through torch's restricted unpickler only (`files.load_pt`)."""
+    state = load_pt(path, "params.pt")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not the state dict tuned-lens saves "
             "({'0.weight': tensor, '0.bias': tensor, ...}); is it a tuned-lens params.pt?"
         )
     return state
-
-
-def _last_line(e: BaseException) -> str:
-    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
 
 
 # ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ COMMANDS = {
     "download": ("download", "fetch a checkpoint from the hub into a directory"),
     "train": ("train", "train a small GPT-2 from scratch on a text file"),
     "tune": ("tune", "train a tuned lens (or an input probe) for a model on a text"),
+    "jlens": ("jlens", "fit a Jacobian lens for a model on a text (the reference estimator)"),
     # Its own module, outside this package (another engineer's); registered here like the others.
     "attribute": ("..attribute_cli", "which components wrote a token's logit (direct logit attribution)"),
 }

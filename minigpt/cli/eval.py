@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from ..settings import group, setting
 from .args import UsageError, parse_list, positive_int
-from .groups import Decoding, ModelSource, Output, Text, load_lens
+from .groups import Decoding, ModelSource, Output, Text
+from .lenses import load_lens, patchscope
 from .io import check_image_format, check_output, is_report, is_stdout, note, open_lines, plural, read_text
 from .names import CURVES
 
@@ -99,7 +100,9 @@ def run(job: Job, given: frozenset[str]) -> int:
     distributed.init_from_env(device)  # under torchrun: each rank evaluates its share of the windows
     model, tok = load(name, device)
     for spec in job.decoding.lenses():  # labelled by what the user gave, so two tuned lenses keep apart
-        decoders[spec] = load_lens(spec, model)
+        decoders[spec] = load_lens(spec, model, job.decoding.lens_kind)
+    if job.decoding.patchscope:
+        decoders["patchscope"] = patchscope(tok)
     result = evaluate_lens(
         model, text if lines is None else lines, tokenizer=tok, decoders=decoders, window=job.text.window,
         max_tokens=job.text.tokens, batch_size=job.batch_size, sub_blocks=job.decoding.sub_blocks,

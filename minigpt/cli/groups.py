@@ -10,12 +10,14 @@ import argparse
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..settings import setting
 from .args import CommandError, UsageError, fraction_below_one, positive_int
 from .io import note
 from .names import DECODER_CHOICES, DEVICES, MATMULS, PRESETS, SHIPPED
+
+LENS_KINDS = ("tuned", "jacobian")  # what a --lens is (minigpt.TunedLens, minigpt.JacobianLens)
 
 if TYPE_CHECKING:
     from ..lens import Decoder
@@ -140,6 +142,11 @@ class Decoding:
     lens: tuple[str, ...] = setting((), "--lens", action="append", metavar="DIR_OR_ID",
                                     help="a tuned lens or probe (a folder from `minigpt tune`, or a name on the tuned-lens "
                                     "Space such as gpt2), labelled by what you give here; repeat for several")  # fmt: skip
+    lens_kind: str = setting("tuned", "--lens-kind", choices=LENS_KINDS,
+                             help="what each --lens is: a tuned lens or probe (tuned, the default), or a Jacobian lens "
+                             "(jacobian: a .pt file in the reference format, or gpt2 for the published one)")  # fmt: skip
+    patchscope: bool = setting(False, "--patchscope", action="store_true",
+                               help="add a patchscope: each row read through the paper's token-identity prompt")
     sub_blocks: bool = setting(False, "--sub-blocks", action="store_true", help="add a row after each attention (h.N.resid_mid)")
     matmul: str = setting("exact", "--matmul", choices=MATMULS,
                           help="the unembedding's matmuls: exact, onednn, or bf16 (fast only with bf16 units)")
@@ -179,12 +186,22 @@ class Decoding:
         return {n: as_decoder(n, k if n == "last_blocks" else None) for n in self.names()}
 
     def check_lenses(self, config: GPTConfig) -> None:
-        """Each --lens against the model's shape, from the lens's config.json alone (its weights wait)."""
+        """Each --lens against the model's shape, from the lens's own file (a tuned lens: its config.json alone)."""
         import torch
 
         from ..errors import LensError
         from ..tuned import TunedLens, TunedLensConfig, read_lens_config, resolve_lens
 
+        if self.lens_kind == "jacobian":
+            from ..lens.jacobian import JacobianLens, read_lens_file, resolve_lens_file
+
+            for spec in self.lenses():
+                path = resolve_lens_file(spec)  # a missing file fails here, at run time (exit 1)
+                try:
+                    JacobianLens._from_payload(read_lens_file(path), path).check(config)
+                except LensError as e:
+                    raise UsageError(f"--lens {spec}: {e}") from None
+            return
         for spec in self.lenses():
             files = resolve_lens(spec)  # a missing lens fails here, at run time (exit 1)
             with torch.device("meta"):  # the lens's own check, on its shape without its memory
@@ -195,14 +212,6 @@ class Decoding:
                 raise UsageError(f"--lens {spec}: a {lens.kind} lens for a model of {lens.num_layers} blocks and width "
                                  f"{lens.d_model}, but this model has {config.n_layer} blocks and width {config.n_embd}; "
                                  "give the lens made for it, or make one with `minigpt tune`") from None  # fmt: skip
-
-
-def load_lens(spec: str, model: Any) -> Any:
-    from ..tuned import TunedLens
-
-    lens = TunedLens.load(spec, model)
-    note(f"lens: {lens.title}, from {spec}")
-    return lens
 
 
 # ----------------------------------------------------------------------------
@@ -232,4 +241,4 @@ class Output:
     dpi: int = setting(150, "--dpi", parse=dpi_value, metavar="N", help=f"image resolution, at least {MIN_DPI}")
 
 
-__all__ = ["ModelSource", "Text", "Decoding", "Output", "device_spec", "load_lens", "replace"]
+__all__ = ["ModelSource", "Text", "Decoding", "Output", "device_spec", "replace"]

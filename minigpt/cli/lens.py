@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from ..settings import group, setting
 from .args import UsageError, parse_blocks, parse_layers, parse_range, positive_float, positive_int
-from .groups import Decoding, ModelSource, Output, Text, load_lens
+from .groups import Decoding, ModelSource, Output, Text
+from .lenses import load_lens
 from .io import check_image_format, check_output, is_report, is_stdout, keep_last, note, plural, read_text
 from .names import METRICS, REPORT_POSITIONS, TOP
 
@@ -91,10 +92,10 @@ class Job:
     attention: tuple[int, ...] | None = setting(None, "--attention", parse=parse_blocks, metavar="BLOCKS",
                                                 help="in an HTML report, also the attention patterns of these blocks (5 or 0,5,11): "
                                                 "which earlier tokens each position reads, per head")  # fmt: skip
-    decoding: Decoding = group(Decoding, "how rows are decoded", only=("decoder", "last_blocks", "lens", "sub_blocks"), changes={
+    decoding: Decoding = group(Decoding, "how rows are decoded", only=("decoder", "last_blocks", "lens", "lens_kind", "sub_blocks"), changes={
         "decoder": {"action": None, "help": "how a row becomes logits (default: logit, the model's own ln_f; ln_f is the same)"},
         "lens": {"action": None, "help": "decode with a tuned lens or probe: a folder from `minigpt tune`, or a name on the "
-                 "tuned-lens Space such as gpt2 (instead of --decoder)"},
+                 "tuned-lens Space such as gpt2 (instead of --decoder); with --lens-kind jacobian, a J-lens .pt file"},
     })  # fmt: skip
     top_k: int = setting(5, "--top-k", parse=positive_int, metavar="K", check=check_top_k, says=TOP_K_SAYS,
                          help=f"top tokens kept per cell in the JSON (at least {TOP} with an HTML report)")
@@ -159,7 +160,7 @@ def run(job: Job, given: frozenset[str]) -> int:
 
     model, tok = load(name, device)
     lenses = job.decoding.lenses()
-    decoder = load_lens(lenses[0], model) if lenses else next(iter(job.decoding.built().values()))
+    decoder = load_lens(lenses[0], model, job.decoding.lens_kind) if lenses else next(iter(job.decoding.built().values()))
     ids = tok.encode_ordinary(text)  # "<|endoftext|>" inside a text is ordinary text, not the special token
     n_ctx = model.config.n_positions
     ids = keep_last(ids, n_ctx, job.text.truncate, "lens",

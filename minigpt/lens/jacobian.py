@@ -28,7 +28,6 @@ builds tensors and plain containers and refuses anything that would run code.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import sys
 import warnings
@@ -40,7 +39,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..errors import CheckpointError, InputError, LensError
-from ..files import atomic_write
+from ..files import atomic_write, load_pt
 from ..model import GPT, GPTConfig
 from .rows import Row
 
@@ -425,20 +424,8 @@ def _hub_file(repo_id: str, filename: str, revision: str | None) -> Path:
 
 
 def read_lens_file(path: Path) -> dict[str, Any]:
-    """The file's dict, through torch's restricted unpickler only (weights_only=True, passed explicitly)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        called = re.search(r"GLOBAL ([\w.]+)", str(e))
-        what = f"asks to call {called.group(1)}, i.e. to run code" if called else "holds more than tensors and plain data"
-        raise CheckpointError(
-            f"refusing {path}: its pickle {what}. minigpt reads J-lens files only with torch.load(weights_only=True), "
-            "which refused it; get the lens from a source you trust"
-        ) from e
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
-        raise CheckpointError(f"{path} is truncated or not a torch.save file ({str(e).splitlines()[0][:200]}); download or save it again") from e
+    """The file's dict, through torch's restricted unpickler only (`files.load_pt`, weights_only=True)."""
+    payload = load_pt(path, "J-lens files")
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not the J-lens dict {{'J': ..., 'd_model': ..., ...}}")
     return payload
