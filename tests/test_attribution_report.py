@@ -7,8 +7,6 @@ Waits poll a condition with a generous limit; there are no fixed sleeps.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,37 +19,9 @@ from minigpt.attribution import report_attribution
 from minigpt.report import lens_html
 from minigpt.testing import random_state
 
+from test_report import WAIT_S, browser  # noqa: F401  (the shared headless Chromium, and its polling limit)
+
 CONFIG = GPTConfig(vocab_size=41, n_positions=20, n_embd=15, n_head=3, n_layer=3, n_inner=23)
-WAIT = 30  # seconds: a generous limit for a condition polled in a shared machine's browser
-
-
-def need(ok: bool, what: str) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} (CI must run the browser tests)")
-        pytest.skip(what)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        need(False, "selenium is not installed (pip install -e '.[test]')")
-    driver_path = "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else shutil.which("chromedriver")
-    need(driver_path is not None, "chromedriver is missing (Debian: apt-get install chromium chromium-driver)")
-    binary = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-    need(binary is not None, "chromium is missing (Debian: apt-get install chromium chromium-driver)")
-    os.environ["SE_OFFLINE"] = "true"  # otherwise Selenium Manager tries to download a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +51,7 @@ def panel_for(driver, row: str, pos: int):
         p = d.execute_script(PANEL_JS)
         return p if p and p["row"] == row and p["pos"] == pos else False
 
-    return WebDriverWait(driver, WAIT).until(ready)
+    return WebDriverWait(driver, WAIT_S).until(ready)
 
 
 @pytest.mark.parametrize("row,pos,how", [("h.2", 11, "click"), ("h.0", 4, "click"), ("h.1.resid_mid", 7, "enter"), ("embed", 0, "enter")])
@@ -92,7 +62,7 @@ def test_panel_equals_attribute_for_the_clicked_cell(browser, page, row: str, po
     model, ids, lens, path = page
     if browser.current_url != path.as_uri():
         browser.get(path.as_uri())
-    WebDriverWait(browser, WAIT).until(lambda d: d.execute_script(
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script(
         "const r = document.querySelector('.mg-report'); return r && r.dataset.ready && r.dataset.attributionReady"))
     td = browser.find_element("css selector", f'td.mg-cell[data-row="{row}"][data-pos="{pos}"]')
     if how == "click":

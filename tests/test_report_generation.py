@@ -15,7 +15,7 @@ from minigpt import GPT, GPTConfig, JacobianLens
 from minigpt.report import generation_html
 from minigpt.testing import random_state
 
-from test_report import browser, hover, open_page  # noqa: F401  (the shared headless Chromium)
+from test_report import WAIT_S, browser, hover, open_page  # noqa: F401  (the shared headless Chromium)
 
 CONFIG = GPTConfig(vocab_size=37, n_positions=24, n_embd=12, n_head=3, n_layer=3)
 
@@ -50,7 +50,7 @@ def test_cells_hover_pin_and_the_lens_toggle(browser, run, tmp_path: Path) -> No
     path.write_text(generation_html(run), encoding="utf-8")
     console = open_page(browser, path)
     assert not [m for m in console if m["level"] in ("SEVERE", "ERROR")], console
-    wait = WebDriverWait(browser, 20)
+    wait = WebDriverWait(browser, WAIT_S)  # polled: a generous limit for a loaded machine
 
     def check_cells(label: str) -> None:
         result = run.lens[label]
