@@ -7,6 +7,7 @@ their own tests check against independent implementations.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,20 @@ def test_jlens_fits_what_the_library_fits(tmp_path: Path, shipped, capsys) -> No
                          (["-o", str(out), "--seq-len", "8", "--skip-first", "7"], "leaves no source position")):
         assert main(["jlens", "--text-file", str(text), "--model", "shakespeare", *bad]) == 2
         assert message in one_line(capsys.readouterr().err)
+
+
+def test_the_lens_report_carries_the_attribution_panel(tmp_path: Path, shipped, capsys) -> None:
+    """`minigpt lens -o x.html` with the model's own decoder: a click on a cell shows who wrote its top-1."""
+    from minigpt.attribution import report_attribution
+
+    page = tmp_path / "r.html"
+    assert main(["lens", "ROMEO: But soft, what light", "--model", "shakespeare", "-o", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    tok = minigpt.load_tokenizer("shakespeare")
+    ids = tok.encode_ordinary("ROMEO: But soft, what light")
+    expected = report_attribution(shipped, ids, minigpt.logit_lens(shipped, ids, tokenizer=tok, k=10))
+    data = json.loads(re.search(r'<script type="application/json" class="mg-data">(.*?)</script>', html, re.S).group(1))
+    assert data["attribution"] == json.loads(json.dumps(expected)) and "mg-att" in html
+    other = tmp_path / "n.html"
+    assert main(["lens", "ROMEO: But soft", "--model", "shakespeare", "--decoder", "norm_only", "-o", str(other)]) == 0
+    assert '"attribution"' not in other.read_text(encoding="utf-8")  # attribution explains the logit lens only

@@ -172,3 +172,15 @@ def test_weights_files_get_the_users_umask(tmp_path, tiny_checkpoint) -> None:
         assert modes[name] == 0o644, (name, oct(modes[name]))
     assert modes["lens-027/lens.safetensors"] == 0o640
     assert not [name for name in modes if name.endswith(".tmp")]
+
+
+def test_the_readme_s_first_command_leaves_no_untracked_figure() -> None:
+    """`minigpt lens ... -o lens.png` at the repository root writes a PNG that git ignores (issue 18, item 27)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name, ignored in (("lens.png", True), ("plasma.png", True), ("examples/figures/lens_kl.png", False)):
+        done = subprocess.run(["git", "check-ignore", "-q", "--no-index", name], cwd=ROOT)
+        assert (done.returncode == 0) == ignored, name

@@ -217,8 +217,13 @@ def save_report(result, job: Job, model, ids, shown: slice, max_positions: int) 
     if job.attention is not None:  # the positions the report shows, however many the user asked for
         size = shown.stop - shown.start
         attention = attention_patterns(model, ids, blocks=list(job.attention), positions=shown, max_positions=size)
-    page = lens_html(result, attention=attention, metric=job.metric, max_positions=max_positions,
-                     kl_max=job.kl_max, title=job.output.title)  # fmt: skip
+    attribution = None
+    if result.decoder.name == "logit":  # a click on a cell shows which components wrote its top-1
+        from ..attribution import report_attribution
+
+        attribution = report_attribution(model, ids, result, max_positions=max_positions)
+    page = lens_html(result, attention=attention, attribution=attribution, metric=job.metric,
+                     max_positions=max_positions, kl_max=job.kl_max, title=job.output.title)  # fmt: skip
     Path(job.output.output).write_text(page, encoding="utf-8")
 
 
