@@ -260,13 +260,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings; also the unembedding
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings; also the unembedding (no lm_head)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)  # position embeddings
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         for emb in (self.wte, self.wpe):
             nn.init.normal_(emb.weight, std=0.02)
-        # No lm_head: GPT-2 ties the unembedding to wte (logits = ln_f(x) @ wte.weight.T).
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, device: str | torch.device | None = None,

@@ -143,3 +143,11 @@ def test_the_grep_check_sees_a_re_typed_block() -> None:
     call = re.compile(r"\.(attn|mlp|ln_1|ln_2)\s*\(")
     assert call.search("        attn_out = block.attn(block.ln_1(x))  # (B, T, C)")
     assert not call.search("        p = model.h[l].attn.pattern(parts.ln_1)")
+
+
+def test_model_py_reads_in_one_sitting() -> None:
+    """At most 380 lines, the forward pass only: no file I/O, no sampling, no lens."""
+    source = (ROOT / "minigpt" / "model.py").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 380
+    for banned in ("open(", "import safetensors", "from safetensors", "huggingface_hub", "multinomial", "from .lens", "from .generate"):
+        assert banned not in source, banned
