@@ -66,10 +66,10 @@ def test_help_does_not_import_torch() -> None:
 def test_the_library_names_the_help_shows_are_the_librarys() -> None:
     from minigpt import lens, report, sources
     from minigpt.cli import names
-    from minigpt.lens.corpus import MEANS
+    from minigpt.lens.corpus import CURVE_METRICS
 
     assert names.METRICS == lens.METRICS and names.DECODERS == lens.DECODERS and names.MATMULS == lens.MATMULS
-    assert names.ALIASES == tuple(lens.ALIASES) and names.CURVES == MEANS
+    assert names.ALIASES == tuple(lens.ALIASES) and names.CURVES == CURVE_METRICS
     assert (names.REPORT_POSITIONS, names.TOP) == (report.MAX_POSITIONS, report.TOP)
     assert names.PRESETS == tuple(sources.HUB_REPOS) and names.SHIPPED in sources.BUNDLED
 

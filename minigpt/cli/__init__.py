@@ -182,9 +182,9 @@ def __getattr__(name: str) -> Any:
 
         return getattr(lens, name)
     if name == "CURVES":
-        from ..lens.corpus import MEANS
+        from ..lens.corpus import CURVE_METRICS
 
-        return MEANS
+        return CURVE_METRICS
     if name == "METRIC_HELP":
         from .lens import METRIC_HELP
 

@@ -48,6 +48,8 @@ POSITIONS_PER_BATCH = 2048  # the default batch: about this many positions per f
 # surprisal is the patchscope paper's: -log p_final(the row's top-1), in bits here like the others.
 MEANS = ("kl", "entropy", "ce", "ce_input", "surprisal", "top1_agreement", "top1_accuracy", "top1_input")
 WITH_SE = ("kl", "entropy", "ce", "ce_input", "surprisal")
+PAPER_NAMES = {"prec@1": "top1_agreement"}  # the patchscope paper's name for the same fraction
+CURVE_METRICS = (*MEANS, *PAPER_NAMES)  # what a result holds per row (with the *_se), and a figure can draw
 
 Corpus = str | Tensor | np.ndarray | Sequence[int] | Iterable[str]
 Decoders = Sequence[Decoder | str] | Mapping[str, Decoder | str] | Decoder | str  # a dict gives the labels
@@ -335,7 +337,7 @@ class _Sums:
                 out[f"{name}_se"] = (var.clamp(min=0).div(n).sqrt() / LN2).cpu().numpy()
             else:
                 out[name] = mean.cpu().numpy()
-        out["prec@1"] = out["top1_agreement"].copy()  # the patchscope paper's name for the same fraction
+        out.update({paper: out[ours].copy() for paper, ours in PAPER_NAMES.items()})
         out["depth_hist"] = self.depth_hist[d].cpu().numpy()
         return out
 
