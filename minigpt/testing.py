@@ -104,6 +104,13 @@ def random_checkpoint(
     return write_checkpoint(directory, random_state(config, seed), config, layout, tokenizer_dir)
 
 
+def random_model(config: GPTConfig, seed: int = 0, scale: float = 0.02) -> GPT:
+    """A GPT in eval mode with `random_state`'s weights: no parameter at its trivial init."""
+    model = GPT(config)
+    model.load_state_dict(random_state(config, seed=seed, scale=scale))
+    return model.eval()
+
+
 def row_structure(labels: list[str]) -> dict[str, np.ndarray]:
     """blocks= and sites= for a hand-built LensResult whose rows carry the standard labels
     ("prior", "embed", "h.l.resid_mid", "h.l"): looked up among `lens_rows`, never parsed."""

@@ -16,7 +16,7 @@ from minigpt import GPT, GPTConfig, LensError, logit_lens
 from minigpt.lens import (
     DecoderSpec, LastBlocks, LnF, LnFNoBias, NormOnly, Row, as_decoder, evaluate_lens, lens_rows, residual_parts,
 )  # fmt: skip
-from minigpt.testing import random_state
+from minigpt.testing import random_model
 
 from test_lens import ALL_ARRAYS, layer_norm, random_ids, sharp_model
 
@@ -26,9 +26,7 @@ GPT2_SHAPED = GPTConfig(vocab_size=50257, n_positions=32, n_embd=768, n_head=12,
 
 @pytest.fixture(scope="module")
 def gpt2_shaped() -> GPT:
-    model = GPT(GPT2_SHAPED)
-    model.load_state_dict(random_state(GPT2_SHAPED, seed=21, scale=0.1))
-    return model.eval()
+    return random_model(GPT2_SHAPED, seed=21, scale=0.1)
 
 
 @pytest.fixture(scope="module")

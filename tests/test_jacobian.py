@@ -18,7 +18,7 @@ import minigpt
 from minigpt import GPT, GPTConfig, JacobianLens
 from minigpt.errors import CheckpointError, InputError, LensError
 from minigpt.lens import jacobian as jl
-from minigpt.testing import random_state
+from minigpt.testing import random_model
 
 # Odd sizes; three blocks, so the lens has two layers (0 and 1) and the top row h.2 has none.
 CONFIG = GPTConfig(vocab_size=37, n_positions=32, n_embd=12, n_head=3, n_layer=3)
@@ -26,9 +26,7 @@ CONFIG = GPTConfig(vocab_size=37, n_positions=32, n_embd=12, n_head=3, n_layer=3
 
 @pytest.fixture(scope="module")
 def model() -> GPT:
-    m = GPT(CONFIG)
-    m.load_state_dict(random_state(CONFIG, seed=5, scale=0.3))
-    return m.eval()
+    return random_model(CONFIG, seed=5, scale=0.3)
 
 
 def prompts(n: int, T: int, seed: int = 0) -> list[list[int]]:
