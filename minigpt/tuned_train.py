@@ -30,7 +30,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from . import distributed
 from .progress import progress_bar
 from .errors import CheckpointError, InputError, LensError
 from .lens import LnF, evaluate_lens
+from .lens._frozen import frozen
 from .model import GPT
 from .tokenizer import EOT_ID
 from .files import atomic_write, check_writable
@@ -184,18 +185,6 @@ class Fitted(NamedTuple):
 
     lens: TunedLens
     report: FitReport
-
-
-@contextlib.contextmanager
-def frozen(model: GPT) -> Iterator[None]:
-    """Within the block the model's parameters take no gradient (then they are as they were)."""
-    before = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(model.parameters(), before):
-            p.requires_grad_(flag)
 
 
 def fit(
@@ -352,33 +341,34 @@ def _accumulate_step(lens: TunedLens, model: GPT, windows: Tensor, n_global: int
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     rows = range(len(lens.translators))  # tuned: resid[0..L-1]; probe: resid[0..L]
     row_loss = torch.zeros(len(rows), dtype=torch.float64, device=device)
-    for b0 in range(0, len(windows), batch_size):
-        ids = windows[b0 : b0 + batch_size].to(device)  # (B, W)
-        V = model.config.vocab_size
-        with torch.no_grad(), amp:
-            out = model(ids)
-            if kind == "tuned":  # p_final once per micro-batch, shared by every row
-                logp_final = torch.log_softmax(out.logits.float(), dim=-1).view(-1, V)  # (B W, V)
-                p_final = logp_final.exp()  # (B W, V)
-                entropy = -(p_final * logp_final).sum()  # H(p_final), summed over the tokens
-                del logp_final
-        resid = out.resid  # (L + 1, B, W, C)
-        del out
-        for i in rows:
-            with amp, frozen(model):  # the model is not trained: no gradients into ln_f or W_E
-                h = resid[i].to(lens.translators[i].weight.dtype)  # (B, W, C)
-                logits = model.unembed(lens.decode(model, h, i)).float().view(-1, V)  # (B W, C) @ (C, V) -> (B W, V)
-            if kind == "tuned":
-                # KL(p_final ‖ p_lens) = CE(p_final, p_lens) - H(p_final), and H(p_final) does not depend
-                # on the lens: cross-entropy with p_final as soft targets has the KL's gradient, in one
-                # fused step. (Beware F.kl_div(input, target): it computes KL(target ‖ input).)
-                ce = F.cross_entropy(logits, p_final, reduction="sum")
-                (ce / n_global).backward()
-                row_loss[i] += (ce.detach().double() - entropy.double()) / n_global
-            else:  # the probe: cross-entropy against the current input token
-                ce = F.cross_entropy(logits, ids.view(-1), reduction="sum")
-                (ce / n_global).backward()
-                row_loss[i] += ce.detach().double() / n_global
+    with frozen(model):  # the model is not trained: no gradients into ln_f or W_E
+        for b0 in range(0, len(windows), batch_size):
+            ids = windows[b0 : b0 + batch_size].to(device)  # (B, W)
+            V = model.config.vocab_size
+            with torch.no_grad(), amp:
+                out = model(ids)
+                if kind == "tuned":  # p_final once per micro-batch, shared by every row
+                    logp_final = torch.log_softmax(out.logits.float(), dim=-1).view(-1, V)  # (B W, V)
+                    p_final = logp_final.exp()  # (B W, V)
+                    entropy = -(p_final * logp_final).sum()  # H(p_final), summed over the tokens
+                    del logp_final
+            resid = out.resid  # (L + 1, B, W, C)
+            del out
+            for i in rows:
+                with amp:
+                    h = resid[i].to(lens.translators[i].weight.dtype)  # (B, W, C)
+                    logits = model.unembed(lens.decode(model, h, i)).float().view(-1, V)  # (B W, C) @ (C, V) -> (B W, V)
+                if kind == "tuned":
+                    # KL(p_final ‖ p_lens) = CE(p_final, p_lens) - H(p_final), and H(p_final) does not depend
+                    # on the lens: cross-entropy with p_final as soft targets has the KL's gradient, in one
+                    # fused step. (Beware F.kl_div(input, target): it computes KL(target ‖ input).)
+                    ce = F.cross_entropy(logits, p_final, reduction="sum")
+                    (ce / n_global).backward()
+                    row_loss[i] += (ce.detach().double() - entropy.double()) / n_global
+                else:  # the probe: cross-entropy against the current input token
+                    ce = F.cross_entropy(logits, ids.view(-1), reduction="sum")
+                    (ce / n_global).backward()
+                    row_loss[i] += ce.detach().double() / n_global
     return row_loss
 
 

@@ -498,6 +498,8 @@ def test_same_seed_same_lens(model: GPT) -> None:
     c = TunedLens.fit(model, corpus(), seed=2, **FIT).lens
     assert len(report_a.losses) == report_a.settings["steps"] and report_a.settings["seed"] == 1
     assert not hasattr(a, "fit_losses") and not hasattr(a, "fit_config")  # the report sits beside the lens
+    assert all(p.grad is None for p in model.parameters())  # the model is read, never trained
+    assert all(p.requires_grad for p in model.parameters())  # and is left as it was
     assert all(torch.equal(x, y) for x, y in zip(weights(a), weights(b)))
     assert not all(torch.equal(x, y) for x, y in zip(weights(a), weights(c)))
     assert any(p.abs().max() > 0 for p in a.parameters())

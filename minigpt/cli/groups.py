@@ -193,12 +193,12 @@ class Decoding:
         from ..tuned import TunedLens, TunedLensConfig, read_lens_config, resolve_lens
 
         if self.lens_kind == "jacobian":
-            from ..lens.jacobian import JacobianLens, read_lens_file, resolve_lens_file
+            from ..lens.jacobian import JacobianLens, resolve_lens_file
 
             for spec in self.lenses():
-                path = resolve_lens_file(spec)  # a missing file fails here, at run time (exit 1)
+                lens = JacobianLens.read(resolve_lens_file(spec))  # a missing file fails here, at run time (exit 1)
                 try:
-                    JacobianLens._from_payload(read_lens_file(path), path).check(config)
+                    lens.check(config)
                 except LensError as e:
                     raise UsageError(f"--lens {spec}: {e}") from None
             return

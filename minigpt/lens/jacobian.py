@@ -40,6 +40,7 @@ from torch import Tensor
 from .. import distributed
 from ..errors import CheckpointError, InputError, LensError
 from ..files import atomic_write, load_pt
+from ._frozen import frozen
 from ..model import GPT, GPTConfig
 from .rows import Row
 
@@ -78,7 +79,6 @@ class JacobianLens:
         self.d_model = d_model
         self.n_prompts = int(n_prompts)
         self.metadata: dict[str, Any] = dict(metadata or {})
-        self.source: str | None = None  # where `load` found it
 
     @classmethod
     def identity(cls, model: GPT) -> JacobianLens:
@@ -106,8 +106,7 @@ class JacobianLens:
         return f"the Jacobian lens, ln_f(J h) for {span} (other rows: the logit lens)"
 
     def __repr__(self) -> str:
-        source = f", source={self.source!r}" if self.source else ""
-        return f"JacobianLens(d_model={self.d_model}, layers={self.source_layers}, n_prompts={self.n_prompts}{source})"
+        return f"JacobianLens(d_model={self.d_model}, layers={self.source_layers}, n_prompts={self.n_prompts})"
 
     def check(self, config: GPTConfig | GPT) -> None:
         """Raise LensError unless every matrix fits a model of this width and depth."""
@@ -177,9 +176,7 @@ class JacobianLens:
         file in it ("neuronpedia/jacobian-lens/gpt2-small/jlens/…/gpt2_jacobian_lens.pt"), or a model
         name with a published lens ("gpt2"). An existing path always wins. Checked against the model,
         and placed on its device."""
-        path = resolve_lens_file(path_or_id, filename=filename, revision=revision)
-        lens = cls._from_payload(read_lens_file(path), path)
-        lens.source = str(path_or_id) if filename is None else f"{path_or_id}/{filename}"
+        lens = cls.read(resolve_lens_file(path_or_id, filename=filename, revision=revision))
         lens.check(model)
         return lens.to(model.device)
 
@@ -187,6 +184,13 @@ class JacobianLens:
         """The matrices on `device` (in place; returns the lens)."""
         self.J = {l: m.to(device) for l, m in self.J.items()}
         return self
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> JacobianLens:
+        """The lens in a local J-lens file, on the CPU, checked against nothing (`load` checks it against a
+        model; `check(config)` against a model's shape before its weights load)."""
+        path = Path(path)
+        return cls._from_payload(read_lens_file(path), path)
 
     @classmethod
     def _from_payload(cls, payload: dict[str, Any], path: Path) -> JacobianLens:
@@ -289,7 +293,7 @@ def _prompt_jacobians(model: GPT, ids: Tensor, layers: list[int], skip_first: in
     T, C = len(ids), model.config.n_embd
     valid = torch.arange(skip_first, T - 1, device=ids.device)  # (|V|,)
     first = min(layers)
-    with _frozen(model):
+    with frozen(model):
         with torch.no_grad():  # below the lowest source no gradient is needed
             x = model.embed(ids[None])  # (1, T, C)
             for block, parts in enumerate(model.walk(x)):
@@ -316,22 +320,6 @@ def _prompt_jacobians(model: GPT, ids: Tensor, layers: list[int], skip_first: in
                 for i, g in enumerate(grads):  # (B, T, C): row d0+i of every source's J, per source position
                     out[i, d0 : d0 + n] = g[:n, valid].mean(dim=1)  # the mean over valid source positions
     return out
-
-
-class _frozen:
-    """Parameters without gradients while fitting (restored after), so the graph is rooted at the stream."""
-
-    def __init__(self, model: GPT) -> None:
-        self.params = list(model.parameters())
-
-    def __enter__(self) -> None:
-        self.flags = [p.requires_grad for p in self.params]
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc: Any) -> None:
-        for p, flag in zip(self.params, self.flags):
-            p.requires_grad_(flag)
 
 
 def _long_enough(ids: Tensor, skip_first: int) -> bool:
