@@ -146,7 +146,7 @@ def hub_download(
 ) -> dict[str, Path | None]:
     """A checkpoint's files from a hub repo, through `sources.hub_file` (the hub is probed once for all of them)."""
     hint = offline_hint(repo_id, sources.hub_offline(), downloading)
-    cache_only = sources.hub_offline() or not sources.hub_reachable()
+    cache_only = sources.cache_only()
     missing = "minigpt needs config.json and model.safetensors"
     return {
         name: sources.hub_file(repo_id, name, revision=revision, optional=name in optional, cache_only=cache_only,

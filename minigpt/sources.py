@@ -172,6 +172,12 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def cache_only() -> bool:
+    """Whether to read only the Hugging Face cache: HF_HUB_OFFLINE is set, or the hub does not answer
+    a quick probe. Ask once for all of a name's files: each probe can take seconds."""
+    return hub_offline() or not hub_reachable()
+
+
 def hub_file(
     repo_id: str,
     filename: str,
@@ -202,7 +208,7 @@ def hub_file(
 
     offline = bool(constants.HF_HUB_OFFLINE)
     if cache_only is None:
-        cache_only = offline or not hub_reachable()
+        cache_only = offline or not hub_reachable()  # cache_only(), with HF_HUB_OFFLINE read once
     kind = "repo" if repo_type == "model" else repo_type
     what = f"{subfolder}/ of the {kind} {repo_id}" if subfolder else f"{repo_id}"
     if revision:

@@ -184,7 +184,7 @@ def load_tokenizer(name_or_path: str | os.PathLike = "gpt2") -> tiktoken.Encodin
         return bundled_gpt2()
     if isinstance(source, sources.Bundled):  # the shipped models use the bundled GPT-2 tokenizer, never the hub
         return bundled_gpt2()
-    cache_only = sources.hub_offline() or not sources.hub_reachable()
+    cache_only = sources.cache_only()
     vocab, merges = (sources.hub_file(source.repo_id, name, revision=source.revision, optional=True, cache_only=cache_only)
                      for name in ("vocab.json", "merges.txt"))  # fmt: skip
     if vocab is not None and merges is not None:

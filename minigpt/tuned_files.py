@@ -238,13 +238,13 @@ def hub_lens_files(name: str, revision: str | None = None) -> LensFiles:
     the bare OpenAI names (`lens_id`); a missing folder says so. config.json comes first: its
     "format" says which weights file to fetch.
     """
-    from .sources import hub_file, hub_offline, hub_reachable
+    from .sources import cache_only, hub_file
 
     repo_id, repo_type = space_repo()
     resource = lens_id(name)
     folder = f"{SPACE_FOLDER}/{resource}"
     mapped = f" (minigpt looks for {name!r} under {folder}/, the Space's folder for that model)" if resource != name else ""
-    cache_only = hub_offline() or not hub_reachable()
+    only_cache = cache_only()
     offline_hint = (
         f"{mapped.strip() + '; ' if mapped else ''}on a machine with network, download https://huggingface.co/spaces/{SPACE_REPO_ID}/tree/main/{folder} "
         "(config.json and params.pt) and pass their folder instead of the name"
@@ -256,7 +256,7 @@ def hub_lens_files(name: str, revision: str | None = None) -> LensFiles:
 
     def fetch(filename: str) -> Path:
         return hub_file(repo_id, filename, repo_type=repo_type, revision=revision, subfolder=folder,
-                        cache_only=cache_only, offline_hint=offline_hint, missing_hint=missing_hint)  # type: ignore[return-value]
+                        cache_only=only_cache, offline_hint=offline_hint, missing_hint=missing_hint)  # type: ignore[return-value]
 
     config = fetch(CONFIG_FILE)
     weights_name = LENS_FILE if read_lens_config(config).get("format") == "minigpt" else PARAMS_FILE
